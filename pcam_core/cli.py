@@ -1,0 +1,73 @@
+"""The ``pcam`` command: one sub-command per pipeline stage, plus ``predict`` for users.
+
+Each sub-command lives in its own module, which exposes ``add_arguments(parser)`` and
+``main(args)``; only the chosen module is imported, so ``pcam predict`` does not pay for
+the others. ``pcam <command> --help`` documents every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "make-demo": ("pcam_core.demo_dataset", "generate the demo dataset (VOC layout + clicks)"),
+    "download": ("pcam_core.download", "download a file with resume and MD5 check, optionally extract it"),
+    "build-index": ("pcam_core.index_builder", "build the dataset index and the data report"),
+    "make-shards": ("pcam_core.shards", "split the image list into shard lists"),
+    "evaluate": ("pcam_core.evaluation", "score label PNGs against the ground truth (mIoU)"),
+    "train-cam": ("pcam_core.cam_training", "train the (P)CAM network"),
+    "export-cams": ("pcam_core.cam_export", "export multi-scale CAMs of a shard to HDF5"),
+    "evaluate-cams": ("pcam_core.cam_evaluation", "score thresholded CAMs (Table 1)"),
+    "mine-ir-labels": ("pcam_core.ir_labels", "mine IRNet affinity labels from CAMs (dense CRF)"),
+    "train-irn": ("pcam_core.irn_training", "train the IRNet boundary branch"),
+    "random-walk": ("pcam_core.pseudo_labels", "random-walk pseudo labels for a shard (Table 2)"),
+    "train-deeplab": ("pcam_core.deeplab_training", "train DeepLabv3+ on pseudo labels"),
+    "predict": ("pcam_core.predict", "segment images or a folder with a trained DeepLab checkpoint"),
+    "summary": ("pcam_core.summary", "write summary.md / summary.json (Tables 1-3)"),
+}
+
+
+def json_object(text: str) -> dict:
+    """argparse type for ``--params``: a JSON object (a config section)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"--params is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("--params must be a JSON object")
+    return value
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pcam", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text)
+            continue
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=help_text, description=help_text,
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        module.add_arguments(command)
+        command.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    if chosen is not None and chosen not in COMMANDS:
+        build_parser(only="").parse_args([chosen])  # argparse prints the valid choices
+    parser = build_parser(only=chosen if chosen in COMMANDS else "")
+    args = parser.parse_args(argv)
+    if getattr(args, "_module", None) is None:
+        parser.print_help()
+        return 2
+    return args._module.main(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

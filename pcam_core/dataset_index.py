@@ -1,0 +1,173 @@
+"""The dataset index: the one contract every stage after the data stage reads.
+
+One JSON file per run (``results/<run>/data/index.json``) holding, per image id, its image
+path, size, split membership, image-level classes, valid clicks and ground-truth paths.
+JSON keeps it readable and diff-able; 12,031 VOC records load in about 0.1 s.
+
+Classes are segmentation ids (1..20, never 0). Clicks are ``(cls, x, y, rank)`` with x the
+column and y the row in original-image pixels; floats are kept as the annotators' file has
+them and the pixel hit is ``(int(y), int(x))`` (the pixel whose square contains the click).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from pcam_core.atomic_output import write_text
+
+INDEX_FORMAT = "pcam-dataset-index/1"
+SPLITS = ("train", "val", "train_aug")
+
+
+@dataclass(frozen=True)
+class Click:
+    """One annotator click: class id (1..20), column x, row y, instance rank (1 = first)."""
+
+    cls: int
+    x: float
+    y: float
+    rank: int = 1
+
+    @property
+    def pixel(self) -> tuple[int, int]:
+        """(row, column) of the clicked pixel."""
+        return int(self.y), int(self.x)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """Everything the stages need to know about one image."""
+
+    id: str
+    image: str  # path of the RGB image (JPEG in the VOC layout)
+    height: int
+    width: int
+    splits: tuple[str, ...]
+    classes: tuple[int, ...]  # image-level label: classes with >= 1 valid click (training)
+    gt_classes: tuple[int, ...]  # classes present in the GT mask, () when there is no mask
+    clicks: tuple[Click, ...] = field(default=())
+    gt_png: str | None = None  # VOC SegmentationClass palette PNG (evaluation ground truth)
+    gt_mat: str | None = None  # SBD cls/<id>.mat (extra full masks, only for "pcam_full")
+
+    def export_classes(self) -> tuple[int, ...]:
+        """Classes whose maps are exported for this image.
+
+        train and val images use their GT image-level classes, as the paper does for its
+        Tables 1-2; every other train_aug image uses its click classes (the only labels a
+        point-supervised user has).
+        """
+        if ("train" in self.splits or "val" in self.splits) and self.gt_classes:
+            return self.gt_classes
+        return self.classes
+
+    def load_gt_mask(self) -> np.ndarray | None:
+        """The full ground-truth mask (uint8, 255 = void): VOC PNG first, then SBD .mat."""
+        if self.gt_png:
+            from pcam_core.voc_classes import read_label_png
+
+            return read_label_png(self.gt_png)
+        if self.gt_mat:
+            from pcam_core.voc_reader import read_sbd_mask
+
+            return read_sbd_mask(self.gt_mat)
+        return None
+
+
+class DatasetIndex:
+    """All records of a dataset plus its split lists (in file order)."""
+
+    def __init__(self, records: Iterable[ImageRecord], splits: dict[str, list[str]],
+                 dataset: str, report: dict | None = None):
+        self.records: dict[str, ImageRecord] = {r.id: r for r in records}
+        self.splits = {name: list(ids) for name, ids in splits.items()}
+        self.dataset = dataset
+        self.report = report or {}
+        for name, ids in self.splits.items():
+            missing = [i for i in ids if i not in self.records]
+            if missing:
+                raise ValueError(f"split {name!r} lists ids with no record, e.g. {missing[:3]}")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, image_id: str) -> ImageRecord:
+        return self.records[image_id]
+
+    def split(self, name: str) -> list[ImageRecord]:
+        """Records of one split, in the split file's order."""
+        if name not in self.splits:
+            raise KeyError(f"unknown split {name!r}; the index has {sorted(self.splits)}")
+        return [self.records[i] for i in self.splits[name]]
+
+    def training_records(self) -> list[ImageRecord]:
+        """train_aug images that have at least one valid click (the rest are counted and left out)."""
+        return [r for r in self.split("train_aug") if r.classes]
+
+    def all_ids(self) -> list[str]:
+        """train_aug then val ids, each once: the list that per-image stages shard."""
+        seen: dict[str, None] = {}
+        for name in ("train_aug", "train", "val"):
+            for image_id in self.splits.get(name, []):
+                seen.setdefault(image_id, None)
+        return list(seen)
+
+    # ---------------------------------------------------------------- file format
+    def to_json(self) -> dict:
+        return {
+            "format": INDEX_FORMAT,
+            "dataset": self.dataset,
+            "splits": self.splits,
+            "images": {
+                r.id: {
+                    "image": r.image, "height": r.height, "width": r.width,
+                    "splits": list(r.splits), "classes": list(r.classes),
+                    "gt_classes": list(r.gt_classes),
+                    "clicks": [[c.cls, c.x, c.y, c.rank] for c in r.clicks],
+                    "gt_png": r.gt_png, "gt_mat": r.gt_mat,
+                }
+                for r in self.records.values()
+            },
+            "report": self.report,
+        }
+
+    def save(self, path: str | Path) -> None:
+        write_text(path, json.dumps(self.to_json(), separators=(",", ":")))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DatasetIndex":
+        path = Path(path)
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if data.get("format") != INDEX_FORMAT:
+            raise ValueError(f"{path}: not a pcam dataset index (format {data.get('format')!r}, "
+                             f"expected {INDEX_FORMAT!r})")
+        records = [
+            ImageRecord(
+                id=image_id, image=d["image"], height=d["height"], width=d["width"],
+                splits=tuple(d["splits"]), classes=tuple(d["classes"]),
+                gt_classes=tuple(d["gt_classes"]),
+                clicks=tuple(Click(int(c[0]), c[1], c[2], int(c[3])) for c in d["clicks"]),
+                gt_png=d["gt_png"], gt_mat=d["gt_mat"],
+            )
+            for image_id, d in data["images"].items()
+        ]
+        return cls(records, data["splits"], data["dataset"], data.get("report"))
+
+
+def read_shard_ids(path: str | Path) -> list[str]:
+    """Image ids of one shard list (one id per line)."""
+    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def iter_records(index: DatasetIndex, ids: Iterable[str]) -> Iterator[ImageRecord]:
+    for image_id in ids:
+        yield index[image_id]
+
+
+def record_as_dict(record: ImageRecord) -> dict:
+    return asdict(record)
