@@ -1,0 +1,35 @@
+# pcam: point-supervised semantic segmentation (McEver & Manjunath, "PCAMs") as a workflow.
+#
+#   clicks -> point-supervised CAMs -> IRNet boundaries -> random-walk pseudo labels
+#          -> DeepLabv3+ trained on them -> mIoU summary (the paper's Tables 1-3)
+#
+# Run the demo:      snakemake --cores all --resources gpu=1
+# Paper's setting:   snakemake --cores all --resources gpu=1 --configfile config_voc2012.yaml
+# Only the data:     snakemake --cores all --resources gpu=1 data
+# All real code lives in the pcam_core package; each rule is one `pcam <command>` call.
+
+from snakemake.utils import min_version
+
+min_version("9.19")
+
+
+configfile: "config.yaml"
+
+
+# ------------------------------------------------------------------ load rules
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/cam.smk"
+include: "workflow/rules/irn.smk"
+include: "workflow/rules/deeplab.smk"
+include: "workflow/rules/summary.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
+# ------------------------------------------------------------------ target rules
+rule all:
+    default_target: True
+    input:
+        rules.summary.output,

@@ -1,0 +1,88 @@
+# PCAM stage (paper §3.1, Table 1): train the (point-supervised) CAM network per variant,
+# export multi-scale CAMs shard by shard, and score them on train and val.
+
+
+# Train the CAM network: alpha = 0 for `cam`, the clicks for `pcam`, all GT pixels for `pcam_full`.
+# ----------------------------------------------------------------------------------
+rule train_cam:
+    input:
+        index=INDEX,
+        weights=imagenet_weights("cam"),
+    output:
+        f"{R}/{{variant}}/cam/model.pt",
+    log:
+        stderr=f"{R}/logs/{{variant}}/train_cam.log",
+        jsonl=f"{R}/{{variant}}/cam/train_log.jsonl",
+    conda:
+        "../../envs/pcam.yaml"
+    params:
+        cam=section("cam", drop=CAM_EXPORT_KEYS + CAM_EVAL_KEYS),
+        weights=weights_flag("cam"),
+        device=config["device"],
+        code=code_fingerprint("train_cam"),
+    threads: 8
+    resources:
+        gpu=1,
+    message:
+        "--- Training the {wildcards.variant} network."
+    shell:
+        "pcam train-cam --index {input.index} --variant {wildcards.variant}"
+        " --params {params.cam:q} {params.weights} --out {output}"
+        " --log-jsonl {log.jsonl} --threads {threads}"
+        " --device {params.device} > {log.stderr} 2>&1"
+
+
+# Multi-scale x flip CAMs of one shard into one HDF5 store (keys, cam, high_res).
+# ----------------------------------------------------------------------------------
+rule export_cams:
+    input:
+        index=INDEX,
+        shard=SHARD_LIST,
+        model=rules.train_cam.output,
+    output:
+        f"{R}/{{variant}}/cam/maps/{{shard}}.h5",
+    log:
+        f"{R}/logs/{{variant}}/export_cams_{{shard}}.log",
+    conda:
+        "../../envs/pcam.yaml"
+    params:
+        cam=section("cam", only=CAM_EXPORT_KEYS),
+        device=config["device"],
+        code=code_fingerprint("export_cams"),
+    threads: 4
+    resources:
+        gpu=1,
+    message:
+        "--- Exporting {wildcards.variant} CAMs of shard {wildcards.shard}."
+    shell:
+        "pcam export-cams --index {input.index} --shard {input.shard}"
+        " --model {input.model} --params {params.cam:q} --out {output}"
+        " --threads {threads} --device {params.device} > {log} 2>&1"
+
+
+# Table 1: argmax over [threshold plane; maps], one confusion matrix per split.
+# ----------------------------------------------------------------------------------
+rule evaluate_cams:
+    input:
+        index=INDEX,
+        stores=gather.shard(f"{R}/{{{{variant}}}}/cam/maps/{{scatteritem}}.h5"),
+    output:
+        json=f"{R}/{{variant}}/cam/metrics_{{split}}.json",
+        md=report(
+            f"{R}/{{variant}}/cam/metrics_{{split}}.md",
+            category="Table 1: CAMs",
+            labels={"variant": "{variant}", "split": "{split}"},
+        ),
+    log:
+        f"{R}/logs/{{variant}}/evaluate_cams_{{split}}.log",
+    conda:
+        "../../envs/pcam.yaml"
+    params:
+        threshold=lambda wc: config["cam"]["eval_threshold"][wc.variant],
+        code=code_fingerprint("evaluate_cams"),
+    message:
+        "--- Scoring {wildcards.variant} CAMs on {wildcards.split}."
+    shell:
+        "pcam evaluate-cams --index {input.index} --split {wildcards.split}"
+        " --stores {input.stores} --threshold {params.threshold}"
+        " --out-json {output.json} --out-md {output.md} > {log} 2>&1"

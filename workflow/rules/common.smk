@@ -1,0 +1,151 @@
+# Configuration checks and path plumbing shared by every rule file.
+# Algorithms do not belong here: they live in pcam_core.
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+R = f"results/{config['run_name']}"
+VARIANTS = config["variants"]
+DATASET = config["dataset"]["name"]
+
+
+scattergather:
+    shard=config["shards"],
+
+
+wildcard_constraints:
+    variant="|".join(["cam", "pcam", "pcam_full"]),
+    split="train|val",
+    shard=r"\d+-of-\d+",
+
+
+# Each stage receives only the config keys it uses, so that changing e.g. the random-walk
+# beta reruns the random walk and what follows it, and nothing upstream.
+def section(name, only=None, drop=()):
+    """A config section (or some of its keys) as canonical JSON for `--params`."""
+    values = config[name]
+    if only is not None:
+        values = {k: values[k] for k in only}
+    values = {k: v for k, v in values.items() if k not in drop}
+    return json.dumps(values, sort_keys=True, separators=(",", ":"))
+
+
+CAM_EXPORT_KEYS = ["export_scales"]
+CAM_EVAL_KEYS = ["eval_threshold"]
+IRN_MINING_KEYS = ["fg_threshold", "bg_threshold", "crf", "crf_iterations"]
+
+# The pcam_core modules each stage runs. Their source hash goes into the stage's params, so
+# editing one reruns exactly the stages that use it (Snakemake does not track imported code).
+SHARED_MODULES = ["atomic_output", "dataset_index", "image_io", "voc_classes", "cli"]
+STAGE_MODULES = {
+    "data": ["demo_dataset", "voc_reader", "index_builder", "download"],
+    "shards": ["shards"],
+    "train_cam": ["cam_net", "cam_loss", "cam_augment", "cam_training", "backbone", "training_loop"],
+    "export_cams": ["cam_net", "cam_export", "cam_store", "backbone"],
+    "evaluate_cams": ["cam_evaluation", "evaluation", "cam_store"],
+    "mine_ir_labels": ["ir_labels", "cam_store"],
+    "train_irn": ["irnet", "irn_training", "path_index", "backbone", "training_loop"],
+    "random_walk": ["pseudo_labels", "random_walk", "path_index", "irnet", "backbone", "cam_store"],
+    "evaluate": ["evaluation"],
+    "train_deeplab": ["deeplab", "deeplab_training", "backbone", "training_loop"],
+    "predict": ["predict", "deeplab", "backbone"],
+    "summary": ["summary"],
+}
+_PACKAGE_DIR = Path(importlib.util.find_spec("pcam_core").origin).parent
+
+
+def code_fingerprint(stage):
+    """SHA-256 (12 hex) of the pcam_core source files a stage runs."""
+    digest = hashlib.sha256()
+    for module in sorted(set(STAGE_MODULES[stage] + SHARED_MODULES)):
+        source = _PACKAGE_DIR / f"{module}.py"
+        digest.update(module.encode())
+        digest.update(source.read_bytes() if source.exists() else b"<missing>")
+    return digest.hexdigest()[:12]
+
+
+# ------------------------------------------------------------------ data sources
+WEIGHT_URL = "https://download.pytorch.org/models/{file}"
+WEIGHT_FILES = {
+    "resnet18": "resnet18-f37072fd.pth",
+    "resnet34": "resnet34-b627a593.pth",
+    "resnet50": "resnet50-19c8e357.pth",
+    "resnet101": "resnet101-5d3b4d8f.pth",
+}
+
+
+def imagenet_weights(stage):
+    """The weight file a stage starts from: [] when it trains from scratch."""
+    settings = config[stage]
+    if not settings["imagenet_weights"]:
+        return []
+    return [f"resources/weights/{WEIGHT_FILES[settings['backbone']]}"]
+
+
+def weights_flag(stage):
+    files = imagenet_weights(stage)
+    return f"--weights {files[0]}" if files else ""
+
+
+def data_roots():
+    """VOC root, SBD root and click JSON the index is built from."""
+    if DATASET == "demo":
+        demo = f"{R}/data/dataset"
+        return {
+            "voc_root": f"{demo}/VOCdevkit/VOC2012",
+            "sbd_root": f"{demo}/benchmark_RELEASE/dataset",
+            "points": f"{demo}/points.json",
+        }
+    d = config["dataset"]
+    return {
+        "voc_root": d["voc_root"] or "resources/voc2012/VOCdevkit/VOC2012",
+        "sbd_root": d["sbd_root"] or "resources/sbd/benchmark_RELEASE/dataset",
+        "points": d["points"] or f"resources/whats_the_point/{d['points_member']}",
+    }
+
+
+def data_inputs(wildcards):
+    """What build_index waits for: the generated demo, or the downloads not given by path."""
+    if DATASET == "demo":
+        return [f"{R}/data/dataset"]
+    d = config["dataset"]
+    needed = []
+    if not d["voc_root"]:
+        needed.append("resources/voc2012")
+    if not d["sbd_root"]:
+        needed.append("resources/sbd")
+    if not d["points"]:
+        needed.append(f"resources/whats_the_point/{d['points_member']}")
+    return needed
+
+
+# ------------------------------------------------------------------ results layout
+INDEX = f"{R}/data/index.json"
+SHARD_LIST = f"{R}/data/shards/{{shard}}.txt"
+
+
+def metrics_files():
+    """Every metrics file the summary reads (Tables 1-3, train and val)."""
+    files = []
+    for variant in VARIANTS:
+        for split in ("train", "val"):
+            files.append(f"{R}/{variant}/cam/metrics_{split}.json")
+            files.append(f"{R}/{variant}/pseudo/metrics_{split}.json")
+        files.append(f"{R}/{variant}/deeplab/metrics_val.json")
+    return files
+
+
+def labels_to_score(wildcards):
+    """Label PNG shard dirs scored by evaluate_labels: pseudo labels or DeepLab predictions."""
+    if wildcards.stage == "pseudo":
+        pattern = f"{R}/{{{{variant}}}}/pseudo/{{scatteritem}}"
+    else:
+        pattern = f"{R}/{{{{variant}}}}/deeplab/predictions/{{scatteritem}}"
+    return [p.format(variant=wildcards.variant) for p in gather.shard(pattern)]

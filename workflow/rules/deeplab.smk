@@ -1,0 +1,60 @@
+# DeepLabv3+ stage (paper §3.3, Tables 3-4): train on each variant's pseudo labels, then
+# predict val at full resolution (single scale, no flip, no CRF), shard by shard.
+
+
+# DeepLabv3+ (output stride 16) trained on the pseudo labels; the FINAL checkpoint is reported.
+# ----------------------------------------------------------------------------------
+rule train_deeplab:
+    input:
+        index=INDEX,
+        labels=gather.shard(f"{R}/{{{{variant}}}}/pseudo/{{scatteritem}}"),
+        weights=imagenet_weights("deeplab"),
+    output:
+        f"{R}/{{variant}}/deeplab/model.pt",
+    log:
+        stderr=f"{R}/logs/{{variant}}/train_deeplab.log",
+        jsonl=f"{R}/{{variant}}/deeplab/train_log.jsonl",
+    conda:
+        "../../envs/pcam.yaml"
+    params:
+        deeplab=section("deeplab"),
+        weights=weights_flag("deeplab"),
+        device=config["device"],
+        code=code_fingerprint("train_deeplab"),
+    threads: 8
+    resources:
+        gpu=1,
+    message:
+        "--- Training DeepLabv3+ on {wildcards.variant} pseudo labels."
+    shell:
+        "pcam train-deeplab --index {input.index} --label-dirs {input.labels}"
+        " --params {params.deeplab:q} {params.weights} --out {output}"
+        " --log-jsonl {log.jsonl} --threads {threads}"
+        " --device {params.device} > {log.stderr} 2>&1"
+
+
+# Val predictions of one shard (palette PNGs at full resolution).
+# ----------------------------------------------------------------------------------
+rule predict_val:
+    input:
+        index=INDEX,
+        shard=SHARD_LIST,
+        model=rules.train_deeplab.output,
+    output:
+        directory(f"{R}/{{variant}}/deeplab/predictions/{{shard}}"),
+    log:
+        f"{R}/logs/{{variant}}/predict_val_{{shard}}.log",
+    conda:
+        "../../envs/pcam.yaml"
+    params:
+        device=config["device"],
+        code=code_fingerprint("predict"),
+    threads: 4
+    resources:
+        gpu=1,
+    message:
+        "--- Predicting val images of shard {wildcards.shard} ({wildcards.variant})."
+    shell:
+        "pcam predict --checkpoint {input.model} --index {input.index}"
+        " --shard {input.shard} --split val --out-dir {output}"
+        " --device {params.device} > {log} 2>&1"
