@@ -1,0 +1,189 @@
+"""Affinity-label mining (IRN's ``cam_to_ir_label``, spec §3): CAMs -> IR labels {0..20, 255}.
+
+Per train_aug image: two thresholded argmax maps of the full-resolution CAMs (a high
+foreground threshold and a low background one), each cleaned by a dense CRF on the raw
+RGB image, combined into confident foreground (class id), confident background (0) and
+"unsure" (255, ignored by IRNet's loss).
+
+The CRF is CPU-bound (2 per image), so images are spread over a process pool. Workers are
+spawned (not forked) with BLAS/OpenMP capped to one thread each, so ``--threads N`` uses N
+cores and not N x (cores per BLAS pool); each worker opens the CAM store and reads its own
+images, so only ids travel between processes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from pcam_core.voc_classes import IGNORE_INDEX
+
+# Reference dense-CRF settings (IRN imutils.crf_inference_label; spec §3.3).
+CRF_GT_PROB = 0.7           # probability given to the thresholded label in the unary
+CRF_GAUSSIAN_SXY = 3        # smoothness kernel: position only
+CRF_GAUSSIAN_COMPAT = 3
+CRF_BILATERAL_SXY = 50      # appearance kernel: position + raw RGB
+CRF_BILATERAL_SRGB = 5
+CRF_BILATERAL_COMPAT = 10
+
+# Environment variables that size the thread pools of BLAS / OpenMP libraries.
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def threshold_argmax(high_res: np.ndarray, threshold: float) -> np.ndarray:
+    """argmax over [constant threshold plane; maps] -> index map 0..K (0 = background).
+
+    Ties go to the background plane (np.argmax returns the first maximum), as in IRN.
+    """
+    k, h, w = high_res.shape
+    stacked = np.empty((k + 1, h, w), dtype=np.float32)
+    stacked[0] = threshold
+    stacked[1:] = high_res
+    return np.argmax(stacked, axis=0)
+
+
+def crf_refine(rgb: np.ndarray, labels: np.ndarray, n_labels: int, iterations: int) -> np.ndarray:
+    """Dense CRF with unaries from a hard label map (index space 0..n_labels-1).
+
+    Runs on the raw uint8 RGB image, C-contiguous: the bilateral kernel's srgb = 5 is in
+    uint8 units, so a normalised image would silently change the result (spec §10.9).
+    """
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import unary_from_labels
+
+    h, w = labels.shape
+    crf = dcrf.DenseCRF2D(w, h, n_labels)
+    crf.setUnaryEnergy(unary_from_labels(labels, n_labels, gt_prob=CRF_GT_PROB, zero_unsure=False))
+    crf.addPairwiseGaussian(sxy=CRF_GAUSSIAN_SXY, compat=CRF_GAUSSIAN_COMPAT)
+    crf.addPairwiseBilateral(sxy=CRF_BILATERAL_SXY, srgb=CRF_BILATERAL_SRGB,
+                             rgbim=np.ascontiguousarray(rgb, dtype=np.uint8), compat=CRF_BILATERAL_COMPAT)
+    q = np.asarray(crf.inference(iterations), dtype=np.float32)
+    return np.argmax(q.reshape(n_labels, h, w), axis=0)
+
+
+def combine(fg: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """Spec §3.4 on segmentation-id maps: fg class wins; both background -> 0; else 255."""
+    label = fg.astype(np.uint8, copy=True)
+    label[fg == 0] = IGNORE_INDEX
+    label[(fg == 0) & (bg == 0)] = 0
+    return label
+
+
+def ir_label(rgb: np.ndarray, high_res: np.ndarray, keys: np.ndarray, params: dict) -> np.ndarray:
+    """IR label map (uint8 H x W, values in {0} U keys U {255}) of one image.
+
+    ``keys`` are segmentation ids (1..20) of the K channels of ``high_res`` (K >= 1).
+    """
+    if len(keys) == 0:
+        raise ValueError("ir_label needs at least one class")
+    if high_res.shape[1:] != rgb.shape[:2]:
+        raise ValueError(f"CAM size {high_res.shape[1:]} does not match the image {rgb.shape[:2]}")
+    ids = np.concatenate([[0], np.asarray(keys, dtype=np.int64)])
+    maps = []
+    for threshold in (params["fg_threshold"], params["bg_threshold"]):
+        index = threshold_argmax(high_res, float(threshold))
+        if params.get("crf", True):
+            index = crf_refine(rgb, index, len(ids), int(params.get("crf_iterations", 10)))
+        maps.append(ids[index])
+    return combine(*maps)
+
+
+# ----------------------------------------------------------------------------- worker side
+_WORKER: dict = {}
+
+
+def _init_worker(cam_path: str, params: dict) -> None:
+    """Per process: open the CAM store once and keep the stage parameters."""
+    from pcam_core.cam_store import CamStore
+
+    _WORKER["store"] = CamStore(cam_path)
+    _WORKER["params"] = params
+
+
+def _mine_one(job: tuple[str, str, str]) -> str:
+    """Mine and write one image's IR label; returns 'written' or the skip reason."""
+    from pcam_core.image_io import read_rgb
+    from pcam_core.voc_classes import write_label_png
+
+    image_id, image_path, out_path = job
+    record = _WORKER["store"][image_id]
+    if len(record.keys) == 0:
+        return "no_classes"
+    rgb = read_rgb(image_path)
+    write_label_png(out_path, ir_label(rgb, record.high_res, record.keys, _WORKER["params"]))
+    return "written"
+
+
+def mine_shard(index_path: str | Path, shard_path: str | Path, cam_path: str | Path,
+               params: dict, out_dir: str | Path, threads: int = 1) -> dict[str, int]:
+    """Write ``out_dir/<id>.png`` for the shard's train_aug images; the directory is atomic."""
+    from pcam_core.atomic_output import atomic_directory
+    from pcam_core.cam_store import CamStore
+    from pcam_core.dataset_index import DatasetIndex, read_shard_ids
+    from pcam_core.training_loop import progress_bar
+
+    index = DatasetIndex.load(index_path)
+    train_aug = set(index.splits.get("train_aug", []))
+    ids = [i for i in read_shard_ids(shard_path) if i in train_aug]
+    with CamStore(cam_path) as store:
+        in_store = [i for i in ids if i in store]
+    counts = {"shard_train_aug": len(ids), "written": 0, "not_in_store": len(ids) - len(in_store),
+              "no_classes": 0}
+    threads = max(1, int(threads))
+    with atomic_directory(out_dir) as tmp:
+        jobs = [(i, index[i].image, str(tmp / f"{i}.png")) for i in in_store]
+        bar = progress_bar(len(jobs), 0, "mine IR labels")
+        if threads == 1 or len(jobs) <= 1:
+            _init_worker(str(cam_path), params)
+            try:
+                for job in jobs:
+                    counts[_mine_one(job)] += 1
+                    bar.update()
+            finally:
+                _WORKER.pop("store").close()
+        else:
+            saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+            os.environ.update({k: "1" for k in _THREAD_VARS})  # inherited by spawned workers
+            try:
+                pool = ProcessPoolExecutor(min(threads, len(jobs)),
+                                           mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=_init_worker, initargs=(str(cam_path), params))
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+            with pool:
+                # chunks amortise the IPC; small enough that the workers stay balanced.
+                chunk = max(1, min(16, len(jobs) // (4 * threads)))
+                for status in pool.map(_mine_one, jobs, chunksize=chunk):
+                    counts[status] += 1
+                    bar.update()
+        bar.close()
+    return counts
+
+
+def add_arguments(parser) -> None:
+    from pcam_core.cli import json_object
+
+    parser.add_argument("--index", required=True, help="dataset index (index.json)")
+    parser.add_argument("--shard", required=True, help="shard list: one image id per line")
+    parser.add_argument("--cams", required=True, help="the shard's CAM store (.h5)")
+    parser.add_argument("--params", required=True, type=json_object,
+                        help="the config's irn section as JSON (fg_threshold, bg_threshold, crf, crf_iterations)")
+    parser.add_argument("--out-dir", required=True, help="output directory of <id>.png IR labels")
+    parser.add_argument("--threads", type=int, default=1, help="worker processes for the CRF")
+
+
+def main(args) -> int:
+    counts = mine_shard(args.index, args.shard, args.cams, args.params, args.out_dir, args.threads)
+    print(f"mine-ir-labels: {counts['written']} IR labels written to {args.out_dir} "
+          f"({counts['shard_train_aug']} train_aug images in the shard; skipped: "
+          f"{counts['not_in_store']} not in the CAM store, {counts['no_classes']} with no classes)")
+    return 0
