@@ -1,0 +1,209 @@
+"""Workflow tests: Snakemake on a tiny generated dataset.
+
+Dry-run checks of the DAG and of config validation run in seconds. One real end-to-end run
+(module fixture) builds the whole DAG on CPU; the rerun-scope checks then edit one config
+value at a time and assert, from `snakemake -n`, which rules would run again.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small enough for CI's 2 cores: the whole DAG in a couple of minutes.
+TINY_CONFIG = {
+    "run_name": "tiny",
+    "variants": ["cam", "pcam"],
+    "shards": 2,
+    "device": "cpu",
+    "dataset": {"name": "demo", "demo": {"seed": 1, "num_train": 24, "num_extra_train": 6,
+                                         "num_val": 10, "min_size": 64, "max_size": 96}},
+    "cam": {"crop_size": 64, "resize_long": [64, 96], "epochs": 2, "batch_size": 8,
+            "export_scales": [1.0, 0.5], "checkpoint_every": 5, "num_workers": 0},
+    "irn": {"crop_size": 64, "epochs": 1, "batch_size": 8, "crf_iterations": 3,
+            "checkpoint_every": 5, "num_workers": 0},
+    "random_walk": {"exp_times": 6},
+    "deeplab": {"crop_size": 64, "iterations": 12, "batch_size": 8, "checkpoint_every": 5,
+                "num_workers": 0},
+}
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the repository's Snakefile in ``workdir`` with the test interpreter's tools."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PCAM_NO_PROGRESS"] = "1"
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), "--cores", "2", "--resources", "gpu=1", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a dry run ({} = nothing to do)."""
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not match or match.group(1) == "total":
+            break
+        counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+# ---------------------------------------------------------------- dry runs (fast)
+def test_dry_run_lists_every_stage(tmp_path):
+    write_config(tmp_path, TINY_CONFIG)
+    jobs = planned_jobs(snakemake(tmp_path, "-n"))
+    assert jobs["train_cam"] == 2 and jobs["train_deeplab"] == 2
+    # one job per shard and variant for every per-image stage, never one per image
+    for rule in ("export_cams", "mine_ir_labels", "random_walk", "predict_val"):
+        assert jobs[rule] == 4, rule
+    assert "download_voc2012" not in jobs
+
+
+def test_misspelt_key_is_an_error_naming_it(tmp_path):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["random_walk"]["betta"] = 10
+    write_config(tmp_path, config)
+    result = snakemake(tmp_path, "-n", check=False)
+    assert result.returncode != 0
+    assert "betta" in result.stdout + result.stderr
+
+
+def test_voc2012_downloads_only_what_is_not_given(tmp_path):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["dataset"] = {"name": "voc2012"}
+    config["cam"]["imagenet_weights"] = True
+    write_config(tmp_path, config)
+    jobs = planned_jobs(snakemake(tmp_path, "-n"))
+    assert {"download_voc2012", "download_sbd", "download_points", "download_weights"} <= set(jobs)
+
+    given = tmp_path / "given"
+    for folder in ("VOCdevkit/VOC2012", "benchmark_RELEASE/dataset"):
+        (given / folder).mkdir(parents=True)
+    (given / "points.json").write_text("{}")
+    config["dataset"] = {"name": "voc2012", "voc_root": str(given / "VOCdevkit/VOC2012"),
+                         "sbd_root": str(given / "benchmark_RELEASE/dataset"),
+                         "points": str(given / "points.json")}
+    config["cam"]["imagenet_weights"] = False
+    write_config(tmp_path, config)
+    jobs = planned_jobs(snakemake(tmp_path, "-n"))
+    assert not any(rule.startswith("download") for rule in jobs)
+
+
+def test_lint_is_clean(tmp_path):
+    write_config(tmp_path, TINY_CONFIG)
+    result = snakemake(tmp_path, "--lint", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- one real run
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    write_config(workdir, TINY_CONFIG)
+    snakemake(workdir)
+    return workdir
+
+
+@pytest.mark.workflow
+def test_end_to_end_writes_summary_and_is_up_to_date(finished_run):
+    results = finished_run / "results" / "tiny"
+    summary = json.loads((results / "summary.json").read_text())
+    assert (results / "summary.md").read_text().strip()
+    assert summary  # the summary module's content is tested in test_summary.py
+    for variant in ("cam", "pcam"):
+        for split in ("train", "val"):
+            metrics = json.loads((results / variant / "cam" / f"metrics_{split}.json").read_text())
+            assert 0.0 <= metrics["miou"] <= 1.0
+    assert planned_jobs(snakemake(finished_run, "-n")) == {}
+    assert (results / "data" / "data_report.md").exists()
+
+
+def _rerun_plan(workdir: Path, edit) -> dict[str, int]:
+    config = copy.deepcopy(TINY_CONFIG)
+    edit(config)
+    write_config(workdir, config)
+    try:
+        return planned_jobs(snakemake(workdir, "-n"))
+    finally:
+        write_config(workdir, TINY_CONFIG)
+
+
+@pytest.mark.workflow
+def test_random_walk_change_reruns_only_downstream(finished_run):
+    jobs = _rerun_plan(finished_run, lambda c: c["random_walk"].update(beta=8))
+    assert set(jobs) == {"random_walk", "evaluate_labels", "train_deeplab", "predict_val",
+                         "summary", "all"}
+    assert jobs["random_walk"] == 4
+
+
+@pytest.mark.workflow
+def test_deeplab_change_reruns_only_deeplab(finished_run):
+    jobs = _rerun_plan(finished_run, lambda c: c["deeplab"].update(iterations=13))
+    assert set(jobs) == {"train_deeplab", "predict_val", "evaluate_labels", "summary", "all"}
+    assert jobs["evaluate_labels"] == 2  # deeplab val of each variant, not the pseudo labels
+
+
+@pytest.mark.workflow
+def test_cam_threshold_change_rescores_only_that_variant(finished_run):
+    jobs = _rerun_plan(finished_run, lambda c: c["cam"]["eval_threshold"].update(pcam=0.25))
+    assert jobs == {"evaluate_cams": 2, "summary": 1, "all": 1}
+
+
+@pytest.mark.workflow
+def test_mining_change_keeps_cam_training(finished_run):
+    jobs = _rerun_plan(finished_run, lambda c: c["irn"].update(fg_threshold=0.35))
+    assert "train_cam" not in jobs and "export_cams" not in jobs
+    assert jobs["mine_ir_labels"] == 4 and jobs["train_irn"] == 2
+
+
+@pytest.mark.workflow
+def test_data_target_alone(tmp_path):
+    write_config(tmp_path, TINY_CONFIG)
+    snakemake(tmp_path, "data")
+    assert (tmp_path / "results/tiny/data/index.json").exists()
+    assert planned_jobs(snakemake(tmp_path, "-n", "data")) == {}
+
+
+@pytest.mark.workflow
+def test_code_change_reruns_only_that_stage(finished_run, tmp_path):
+    """Editing a pcam_core module changes its stage's code fingerprint (a params change)."""
+    import shutil
+
+    copy_root = tmp_path / "edited"
+    shutil.copytree(REPO / "pcam_core", copy_root / "pcam_core")
+    module = copy_root / "pcam_core" / "random_walk.py"
+    module.write_text(module.read_text() + "\n# an edit\n")
+    env_backup = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(copy_root)
+    try:
+        jobs = planned_jobs(snakemake(finished_run, "-n"))
+    finally:
+        if env_backup is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = env_backup
+    assert "train_cam" not in jobs and "train_irn" not in jobs
+    assert jobs["random_walk"] == 4 and jobs["train_deeplab"] == 2
