@@ -1,0 +1,246 @@
+"""``pcam predict``: segment images with a trained DeepLab checkpoint.
+
+Two modes:
+
+* user mode: ``pcam predict --checkpoint model.pt IMG_OR_DIR ... --out-dir DIR [--overlay]``
+  writes ``DIR/<stem>.png`` (VOC palette PNG, full resolution) and, with ``--overlay``,
+  ``DIR/<stem>_overlay.jpg`` (the class colours blended over the image). Folders are read
+  non-recursively; files ending in .jpg/.jpeg/.png/.bmp/.webp are taken, in sorted order.
+  An unreadable image stops the run with an error naming it, unless ``--skip-unreadable``
+  is given: then it is counted, named in the final message, and skipped.
+* pipeline mode: ``pcam predict --checkpoint model.pt --index index.json --shard ids.txt
+  --split val --out-dir DIR`` predicts the shard's images that belong to the split as
+  ``DIR/<id>.png``; DIR is written as a whole (temp folder + rename), so a killed job leaves
+  no half-filled folder behind.
+
+Inference follows the paper's protocol (spec §6.6): full-resolution input, single scale, no
+flip, no CRF. Images of the same size are batched together (VOC has few distinct sizes), so
+batching never changes a prediction (no padding enters the network).
+"""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from pcam_core import training_loop as tl
+from pcam_core.atomic_output import atomic_directory, atomic_path
+from pcam_core.dataset_index import DatasetIndex, read_shard_ids
+from pcam_core.deeplab import load_deeplab
+from pcam_core.image_io import read_rgb
+from pcam_core.voc_classes import label_to_image, write_label_png
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# Weight of the class colour over object pixels in the overlay; background pixels keep the
+# photo, so the overlay reads as "what was found" rather than a darkened picture.
+OVERLAY_ALPHA = 0.5
+OVERLAY_JPEG_QUALITY = 90
+
+
+class UnreadableImage(ValueError):
+    """An input image that cannot be decoded (the message names the file)."""
+
+
+# ----------------------------------------------------------------------------- inputs
+def collect_images(inputs: Sequence[str | Path]) -> list[tuple[str, Path]]:
+    """(output name, path) per image: files as given, folders' image files sorted by name."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir()
+                                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such image file or folder")
+    names: dict[str, Path] = {}
+    for path in found:
+        if path.stem in names and names[path.stem].resolve() != path.resolve():
+            raise ValueError(f"{names[path.stem]} and {path} would both be written as "
+                             f"{path.stem}.png; rename one or predict them into separate folders")
+        names.setdefault(path.stem, path)
+    if not names:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {list(map(str, inputs))}")
+    return list(names.items())
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+        return height, width
+    except FileNotFoundError:
+        raise UnreadableImage(f"{path}: image file not found") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise UnreadableImage(f"{path}: cannot read image ({error})") from error
+
+
+def group_by_size(sizes: dict[str, tuple[int, int]], batch_size: int) -> list[list[str]]:
+    """Batches of names whose images share one size (so no padding is ever needed)."""
+    by_size: dict[tuple[int, int], list[str]] = {}
+    for name, size in sizes.items():
+        by_size.setdefault(size, []).append(name)
+    batches = []
+    for size in sorted(by_size):
+        names = by_size[size]
+        batches.extend(names[i:i + batch_size] for i in range(0, len(names), batch_size))
+    return batches
+
+
+class _BatchDecoder(Dataset):
+    """Decodes one same-size batch per item (in DataLoader workers when there are any)."""
+
+    def __init__(self, batches: list[list[str]], paths: dict[str, Path]):
+        self.batches, self.paths = batches, paths
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> list[tuple[str, np.ndarray | None, str | None]]:
+        out = []
+        for name in self.batches[i]:
+            try:
+                out.append((name, read_rgb(self.paths[name]), None))
+            except (OSError, ValueError) as error:
+                out.append((name, None, str(error)))
+        return out
+
+
+def _as_is(batch):
+    """DataLoader collate for pre-batched items (a module function, so workers can pickle it)."""
+    return batch
+
+
+# ----------------------------------------------------------------------------- prediction
+def overlay_image(rgb: np.ndarray, label: np.ndarray, alpha: float = OVERLAY_ALPHA) -> Image.Image:
+    """Class colours blended over the photo on object pixels (label 1..254)."""
+    colour = np.asarray(label_to_image(label).convert("RGB"), np.float32)
+    weight = np.where((label > 0) & (label < 255), alpha, 0.0)[..., None].astype(np.float32)
+    blended = rgb.astype(np.float32) * (1 - weight) + colour * weight
+    return Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
+
+
+@torch.no_grad()
+def predict_batch(model: torch.nn.Module, rgbs: list[np.ndarray], mean: Sequence[float],
+                  std: Sequence[float], device: torch.device) -> list[np.ndarray]:
+    """Labels (uint8 H x W) for same-size uint8 RGB images: single scale, no flip."""
+    x = torch.from_numpy(np.stack(rgbs)).to(device).permute(0, 3, 1, 2).float().div_(255)
+    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    x = (x - mean_t) / std_t
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with tl.autocast_for(device):
+        logits = model(x)
+    labels = logits.float().argmax(dim=1).to(torch.uint8).cpu().numpy()
+    return list(labels)
+
+
+def predict_files(checkpoint: str | Path, images: list[tuple[str, Path]], out_dir: Path, *,
+                  overlay: bool = False, batch_size: int = 4, device: str = "auto",
+                  skip_unreadable: bool = False, workers: int = 2,
+                  desc: str = "predict") -> dict[str, object]:
+    """Predict every (name, path) into ``out_dir/<name>.png``; returns counts and skipped files."""
+    dev = tl.pick_device(device)
+    model, payload = load_deeplab(checkpoint, dev)
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    paths = dict(images)
+    sizes, skipped = {}, []
+    for name, path in images:
+        try:
+            sizes[name] = image_size(path)
+        except UnreadableImage as error:
+            if not skip_unreadable:
+                raise
+            skipped.append(str(error))
+    batches = group_by_size(sizes, max(1, batch_size))
+    loader = DataLoader(_BatchDecoder(batches, paths), batch_size=None, shuffle=False,
+                        num_workers=max(0, workers) if len(batches) > 1 else 0,
+                        collate_fn=_as_is)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = 0
+    bar = tl.progress_bar(len(sizes), 0, desc)
+    for batch in loader:
+        good = []
+        for name, rgb, error in batch:
+            if rgb is None:
+                if not skip_unreadable:
+                    raise UnreadableImage(error)
+                skipped.append(error)
+            else:
+                good.append((name, rgb))
+        if good:
+            labels = predict_batch(model, [rgb for _, rgb in good], payload["mean"], payload["std"], dev)
+            for (name, rgb), label in zip(good, labels):
+                write_label_png(out_dir / f"{name}.png", label)
+                if overlay:
+                    with atomic_path(out_dir / f"{name}_overlay.jpg") as tmp:
+                        overlay_image(rgb, label).save(tmp, format="JPEG", quality=OVERLAY_JPEG_QUALITY)
+                written += 1
+        bar.update(len(batch))
+    bar.close()
+    return {"written": written, "skipped": skipped, "device": str(dev)}
+
+
+def shard_images(index: DatasetIndex, shard: str | Path, split: str) -> list[tuple[str, Path]]:
+    """(id, image path) of the shard's images that belong to ``split``, in shard order."""
+    members = set(index.splits.get(split, []))
+    if split not in index.splits:
+        raise KeyError(f"unknown split {split!r}; the index has {sorted(index.splits)}")
+    return [(i, Path(index[i].image)) for i in read_shard_ids(shard) if i in members]
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="image files or folders (jpg, jpeg, png, bmp, webp; not recursive)")
+    parser.add_argument("--checkpoint", required=True, help="model.pt written by train-deeplab")
+    parser.add_argument("--out-dir", required=True, help="output folder: <name>.png label maps")
+    parser.add_argument("--overlay", action="store_true",
+                        help="also write <name>_overlay.jpg (class colours over the image)")
+    parser.add_argument("--batch-size", type=int, default=4,
+                        help="images per forward pass (same-size images are batched together)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
+    parser.add_argument("--workers", type=int, default=2, help="image-decoding worker processes")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="count and skip images that cannot be decoded instead of stopping")
+    pipeline = parser.add_argument_group("pipeline mode (used by the workflow)")
+    pipeline.add_argument("--index", help="dataset index.json (instead of INPUTs)")
+    pipeline.add_argument("--shard", help="shard list of image ids (with --index)")
+    pipeline.add_argument("--split", default="val", help="predict the shard's images of this split")
+
+
+def main(args: argparse.Namespace) -> int:
+    tl.set_cpu_threads(args.threads)
+    if args.index or args.shard:
+        if not (args.index and args.shard) or args.inputs:
+            raise SystemExit("pcam predict: pipeline mode takes --index and --shard and no INPUTs")
+        images = shard_images(DatasetIndex.load(args.index), args.shard, args.split)
+        context = atomic_directory(args.out_dir)
+    else:
+        if not args.inputs:
+            raise SystemExit("pcam predict: give image files or folders (or --index and --shard)")
+        images = collect_images(args.inputs)
+        context = nullcontext(Path(args.out_dir))
+    workers = min(args.workers, args.threads) if args.threads > 0 else args.workers
+    with context as out_dir:
+        result = predict_files(args.checkpoint, images, Path(out_dir), overlay=args.overlay,
+                               batch_size=args.batch_size, device=args.device,
+                               skip_unreadable=args.skip_unreadable, workers=workers)
+    print(f"predict: {result['written']} label maps written to {args.out_dir} on {result['device']}")
+    if result["skipped"]:
+        print(f"predict: skipped {len(result['skipped'])} unreadable image(s):")
+        for message in result["skipped"]:
+            print(f"  {message}")
+    return 0

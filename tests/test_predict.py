@@ -1,0 +1,92 @@
+"""pcam predict on a random-weight checkpoint: sizes, palette PNGs, overlays, bad files."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pcam_core.cli import main as pcam_main
+from pcam_core.dataset_index import DatasetIndex, ImageRecord
+from pcam_core.deeplab import DeepLabV3Plus, checkpoint_payload
+from pcam_core.predict import group_by_size
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    torch.save(checkpoint_payload(DeepLabV3Plus("resnet18")), path)
+    return path
+
+
+def _images(folder, sizes):
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (h, w), ext in sizes:
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"{name}.{ext}")
+
+
+def test_folder_of_mixed_sizes(checkpoint, tmp_path):
+    folder = tmp_path / "in"
+    _images(folder, [("a", (37, 50), "jpg"), ("b", (64, 21), "png"), ("c", (37, 50), "bmp")])
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    pcam_main(["predict", "--checkpoint", str(checkpoint), str(folder), "--out-dir", str(out),
+               "--overlay", "--batch-size", "4", "--device", "cpu", "--workers", "0"])
+    for name, size in (("a", (50, 37)), ("b", (21, 64)), ("c", (50, 37))):
+        with Image.open(out / f"{name}.png") as label:
+            assert label.mode == "P" and label.size == size
+            assert np.asarray(label).max() <= 20
+        with Image.open(out / f"{name}_overlay.jpg") as overlay:
+            assert overlay.mode == "RGB" and overlay.size == size
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".png") == ["a.png", "b.png", "c.png"]
+
+
+def test_batching_does_not_change_predictions(checkpoint, tmp_path):
+    folder = tmp_path / "in"
+    _images(folder, [("a", (40, 40), "png"), ("b", (40, 40), "png")])
+    for batch in ("1", "2"):
+        pcam_main(["predict", "--checkpoint", str(checkpoint), str(folder), "--out-dir",
+                   str(tmp_path / batch), "--batch-size", batch, "--device", "cpu", "--workers", "0"])
+    for name in ("a", "b"):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "1" / f"{name}.png")),
+                              np.asarray(Image.open(tmp_path / "2" / f"{name}.png")))
+    assert group_by_size({"x": (2, 3), "y": (2, 3), "z": (3, 2)}, 4) == [["x", "y"], ["z"]]
+
+
+def test_unreadable_file_is_named_or_skipped(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "in"
+    _images(folder, [("good", (30, 30), "jpg")])
+    (folder / "broken.jpg").write_bytes(b"this is not a jpeg")
+    args = ["predict", "--checkpoint", str(checkpoint), str(folder), "--device", "cpu",
+            "--workers", "0"]
+    with pytest.raises(ValueError, match="broken.jpg"):
+        pcam_main(args + ["--out-dir", str(tmp_path / "strict")])
+    pcam_main(args + ["--out-dir", str(tmp_path / "lenient"), "--skip-unreadable"])
+    assert (tmp_path / "lenient" / "good.png").exists()
+    assert "broken.jpg" in capsys.readouterr().out
+
+
+def test_pipeline_mode_predicts_the_shard_split(checkpoint, tmp_path):
+    _images(tmp_path / "img", [("v1", (33, 45), "jpg"), ("t1", (20, 20), "jpg")])
+    records = [ImageRecord(id=i, image=str(tmp_path / "img" / f"{i}.jpg"), height=h, width=w,
+                           splits=(s,), classes=(), gt_classes=())
+               for i, h, w, s in (("v1", 33, 45, "val"), ("t1", 20, 20, "train_aug"))]
+    DatasetIndex(records, {"val": ["v1"], "train_aug": ["t1"]}, "demo").save(tmp_path / "index.json")
+    (tmp_path / "shard.txt").write_text("t1\nv1\n")
+    out = tmp_path / "pred" / "0-of-1"
+    pcam_main(["predict", "--checkpoint", str(checkpoint), "--index", str(tmp_path / "index.json"),
+               "--shard", str(tmp_path / "shard.txt"), "--split", "val", "--out-dir", str(out),
+               "--device", "cpu"])
+    assert [p.name for p in out.iterdir()] == ["v1.png"]
+    assert Image.open(out / "v1.png").size == (45, 33)
+    assert [p.name for p in out.parent.iterdir()] == ["0-of-1"]  # no temp folder left behind
+
+
+def test_not_a_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "model.pt"
+    torch.save({"weights": 1}, bad)
+    _images(tmp_path / "in", [("a", (8, 8), "png")])
+    with pytest.raises(ValueError, match="not a pcam DeepLab checkpoint"):
+        pcam_main(["predict", "--checkpoint", str(bad), str(tmp_path / "in"), "--out-dir",
+                   str(tmp_path / "o"), "--device", "cpu"])
