@@ -1,0 +1,82 @@
+"""pcam summary from hand-written metrics files: tables, checks, paper column, missing files."""
+
+import json
+
+import pytest
+
+from pcam_core.cli import main as pcam_main
+from pcam_core.summary import build_summary
+
+MIOU = {("cam", "cam", "train"): 0.30, ("cam", "cam", "val"): 0.28,
+        ("cam", "pseudo", "train"): 0.40, ("cam", "pseudo", "val"): 0.38,
+        ("cam", "deeplab", "val"): 0.39,
+        ("pcam", "cam", "train"): 0.45, ("pcam", "cam", "val"): 0.44,
+        ("pcam", "pseudo", "train"): 0.62, ("pcam", "pseudo", "val"): 0.61,
+        # pcam deeplab val left out: must show as missing
+        }
+
+
+def _write(results, skip=()):
+    for (variant, stage, split), miou in MIOU.items():
+        if (variant, stage, split) in skip:
+            continue
+        path = results / variant / stage / f"metrics_{split}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"title": "t", "num_images": 3, "miou": miou,
+                                    "iou": {"background": 0.9, "aeroplane": miou}}))
+
+
+def _run(results, dataset):
+    pcam_main(["summary", "--results-dir", str(results), "--variants", "cam", "pcam",
+               "--dataset", dataset, "--out-md", str(results / "summary.md"),
+               "--out-json", str(results / "summary.json")])
+    return (results / "summary.md").read_text(), json.loads((results / "summary.json").read_text())
+
+
+def test_demo_summary_tables_checks_and_missing(tmp_path):
+    results = tmp_path / "demo"
+    _write(results)
+    md, report = _run(results, "demo")
+    assert report["miou"]["pcam"]["refined"] == {"train": 0.62, "val": 0.61}
+    assert report["miou"]["pcam"]["final"]["val"] is None
+    assert report["paper"] is None and "paper" not in md.lower()
+    assert "| PCAM (points) | 62.0 | 61.0 |" in md
+    assert "| PCAM (points) | — |" in md  # Table 3 row of the missing file
+    assert any("pcam/deeplab/metrics_val.json" in n for n in report["notes"])
+    status = {c["check"]: c["status"] for c in report["checks"]}
+    assert status["CAM < PCAM (Table 1, val)"] == "pass"
+    assert status["PCAM < refined PCAM (Tables 1-2, train)"] == "pass"
+    assert status["CAM: final >= refined - 3 points (Tables 2-3, val)"] == "pass"
+    assert status["PCAM: final >= refined - 3 points (Tables 2-3, val)"] == "not evaluated"
+
+
+def test_voc_summary_quotes_the_paper(tmp_path):
+    results = tmp_path / "voc"
+    _write(results, skip={("cam", "cam", "train")})
+    md, report = _run(results, "voc2012")
+    assert report["paper"]["miou_percent"]["refined"]["pcam"] == {"train": 70.8, "val": 68.5}
+    assert report["paper"]["miou_percent"]["final"]["pcam"]["val"] == 70.5
+    assert "| PCAM (points) | 45.0 | 44.0 | 56.5 | 54.4 |" in md
+    assert "| CAM (image labels) | — | 28.0 | 48.3 | 46.0 |" in md
+    assert "| PCAM (points) | — | — |" in md  # Table 4 row without a final metrics file
+    assert "QUOTED" in md and "Table 4" in md and "89.9" in md
+    status = {c["check"]: c["status"] for c in report["checks"]}
+    assert status["CAM < PCAM (Table 1, train)"] == "not evaluated"
+
+
+def test_failed_ordering_is_reported(tmp_path):
+    results = tmp_path / "r"
+    _write(results)
+    path = results / "pcam" / "cam" / "metrics_val.json"
+    path.write_text(json.dumps({"miou": 0.10, "iou": {}}))
+    report = build_summary(results, ["cam", "pcam"], "demo")
+    status = {c["check"]: c["status"] for c in report["checks"]}
+    assert status["CAM < PCAM (Table 1, val)"] == "fail"
+
+
+def test_broken_metrics_file_is_an_error(tmp_path):
+    results = tmp_path / "r"
+    _write(results)
+    (results / "cam" / "cam" / "metrics_val.json").write_text("{not json")
+    with pytest.raises(ValueError, match="metrics_val.json"):
+        build_summary(results, ["cam", "pcam"], "demo")
