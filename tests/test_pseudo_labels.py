@@ -1,0 +1,67 @@
+"""Random-walk stage: label values, full-resolution size at any image size, skip counts."""
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+
+from irn_fixtures import make_data
+from pcam_core import pseudo_labels
+from pcam_core.irnet import IRNetBoundary, save_irnet
+from pcam_core.voc_classes import read_label_png
+
+PARAMS = {"beta": 12, "exp_times": 3, "radius": 5, "bg_threshold": 0.30}
+
+
+@pytest.fixture()
+def irn(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "irn.pt"
+    torch.save(save_irnet(IRNetBoundary("resnet18"), {"backbone": "resnet18"}), path)
+    return path
+
+
+def test_random_walk_shard(tmp_path, irn):
+    # sizes include odd ones and one whose stride-4 grid is narrower than the path radius
+    data = make_data(tmp_path, sizes=((37, 53), (130, 70), (48, 48), (64, 40), (9, 13)),
+                     classes=((8,), (3, 12), (), (12,), (3,)), split="val")
+    out_dir = tmp_path / "pseudo"
+    counts = pseudo_labels.random_walk_shard(data["index"], data["shard"], data["cams"], irn, PARAMS,
+                                             out_dir, device="cpu", threads=1)
+    assert counts == {"shard": 5, "written": 4, "not_in_store": 1, "no_classes": 1}
+    written = sorted(p.name for p in out_dir.iterdir())
+    assert written == ["img_0.png", "img_1.png", "img_2.png", "img_4.png"]
+    for record in data["records"]:
+        if record.id == "img_3":
+            continue
+        label = read_label_png(out_dir / f"{record.id}.png")
+        assert label.shape == (record.height, record.width)
+        values = set(np.unique(label).tolist())
+        assert values <= {0} | set(record.classes)
+        if record.classes:
+            assert values - {0}, f"{record.id}: no object pixel at all"
+    assert set(np.unique(read_label_png(out_dir / "img_2.png")).tolist()) == {0}
+
+
+def test_pseudo_label_follows_the_cams(irn):
+    """With no boundary evidence the walk only smooths: the labelled class sits on its CAM."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    cam = np.zeros((2, 10, 15), np.float32)
+    cam[0, 2:8, 1:6] = 1.0
+    cam[1, 2:8, 9:14] = 1.0
+    from pcam_core.irnet import load_irnet
+
+    label = pseudo_labels.pseudo_label(load_irnet(irn), rgb, cam, np.array([3, 12]), PARAMS, torch.device("cpu"))
+    assert label.shape == (40, 60)
+    assert label[20, 12] == 3 and label[20, 46] == 12 and label[1, 30] == 0
+
+
+def test_cli_main(tmp_path, irn, capsys):
+    data = make_data(tmp_path)
+    args = argparse.Namespace(index=str(data["index"]), shard=str(data["shard"]), cams=str(data["cams"]),
+                              irn=str(irn), params=PARAMS, out_dir=str(tmp_path / "p"), device="cpu",
+                              threads=1)
+    assert pseudo_labels.main(args) == 0
+    assert "3 pseudo labels written" in capsys.readouterr().out
