@@ -13,7 +13,10 @@ DataLoader workers.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -146,6 +149,14 @@ def affinity_loss(aff: torch.Tensor, bg_pos: torch.Tensor, fg_pos: torch.Tensor,
 
 
 # ----------------------------------------------------------------------------- training
+def _fingerprint(params: dict, ids: list[str]) -> str:
+    """What a side checkpoint must match to be resumed: settings and the training images
+    (not the checkpoint interval or the worker count, which do not change the result)."""
+    kept = {k: v for k, v in params.items() if k not in ("checkpoint_every", "num_workers")}
+    text = json.dumps({"params": kept, "ids": ids}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def train_irn(index_path: str | Path, label_dirs: list[str | Path], params: dict, out: str | Path,
               log_jsonl: str | Path | None = None, weights: str | Path | None = None,
               device: str = "auto", threads: int = 0) -> dict:
@@ -172,49 +183,59 @@ def train_irn(index_path: str | Path, label_dirs: list[str | Path], params: dict
                                 momentum=float(params["momentum"]),
                                 weight_decay=float(params["weight_decay"]))
     checkpointer = Checkpointer(out, params["checkpoint_every"])
+    fingerprint = _fingerprint(params, [r.id for r in records])
     step = 0
     state = checkpointer.load()
+    if state is not None and state.get("fingerprint") != fingerprint:
+        print(f"train-irn: ignoring {checkpointer.side_file} (written with other settings or images)",
+              file=sys.stderr)
+        state = None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
         restore_rng_state(state["rng"])
-        print(f"train-irn: resuming from {checkpointer.side_file} at step {step}/{total_steps}")
+        print(f"train-irn: resuming from {checkpointer.side_file} at step {step}/{total_steps}",
+              file=sys.stderr)
     print(f"train-irn: {len(records)} images ({missing} train_aug images without an IR label), "
-          f"{total_steps} steps of {batch_size} on {device}")
+          f"{total_steps} steps of {batch_size} on {device}", file=sys.stderr)
 
     dataset = IrnTrainingSet(records, label_paths, params)
     path_index = dataset.path_index
+    # The remaining batches of every epoch, in order: one loader, so workers start once.
+    first_epoch = step // steps_per_epoch
+    batches = [b for epoch in range(first_epoch, int(params["epochs"]))
+               for b in epoch_batches(len(records), batch_size, seed, epoch,
+                                      step % steps_per_epoch if epoch == first_epoch else 0)]
+    workers = int(params["num_workers"])
+    if threads > 0:
+        workers = min(workers, int(threads))  # the job's CPU allowance covers the workers too
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers,
+                        pin_memory=device.type == "cuda")
     log = TrainingLog(log_jsonl)
     bar = progress_bar(total_steps, step, "train IRNet")
     model.train()
     start_step, start_time = step, time.perf_counter()
-    workers = int(params["num_workers"])
-    while step < total_steps:
-        epoch = step // steps_per_epoch
-        batches = epoch_batches(len(records), batch_size, seed, epoch, step % steps_per_epoch)
-        loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers,
-                            pin_memory=device.type == "cuda")
-        for batch in loader:
-            lr = apply_poly_lr(optimizer, step, total_steps, float(params["poly_power"]))
-            image = batch["image"].to(device, non_blocking=True)
-            boundary = torch.sigmoid(model(image).float())
-            aff = pidx.affinity_from_boundary(boundary, path_index)
-            loss, terms = affinity_loss(aff, *(batch[k].to(device, non_blocking=True)
-                                               for k in ("bg_pos", "fg_pos", "neg")))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"IRNet loss is {loss.item()} at step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            rate = log.images_per_second(image.shape[0])
-            log.write({"step": step, "loss": loss.item(), **terms, "lr": lr, "images_per_s": rate})
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
-            if checkpointer.due(step) and step < total_steps:
-                checkpointer.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "step": step, "rng": rng_state()})
+    for batch in loader:
+        lr = apply_poly_lr(optimizer, step, total_steps, float(params["poly_power"]))
+        image = batch["image"].to(device, non_blocking=True)
+        boundary = torch.sigmoid(model(image).float())
+        aff = pidx.affinity_from_boundary(boundary, path_index)
+        loss, terms = affinity_loss(aff, *(batch[k].to(device, non_blocking=True)
+                                           for k in ("bg_pos", "fg_pos", "neg")))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"IRNet loss is {loss.item()} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        rate = log.images_per_second(image.shape[0])
+        log.write({"step": step, "loss": loss.item(), **terms, "lr": lr, "images_per_s": round(rate, 2)})
+        bar.update()
+        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
+        if checkpointer.due(step) and step < total_steps:
+            checkpointer.save({"fingerprint": fingerprint, "model": model.state_dict(),
+                               "optimizer": optimizer.state_dict(), "step": step, "rng": rng_state()})
     bar.close()
     final = save_irnet(model, params)
     final["steps"] = total_steps

@@ -88,3 +88,11 @@ def test_missing_labels_are_counted(data, tmp_path):
     params = {**PARAMS, "epochs": 1, "batch_size": 3}
     summary = irn_training.train_irn(data["index"], data["label_dirs"], params, tmp_path / "m.pt", device="cpu")
     assert summary["missing_labels"] == 1 and summary["steps"] == 1
+
+
+def test_stale_side_file_is_ignored(data, tmp_path):
+    out = tmp_path / "model.pt"
+    side = Checkpointer(out, 1).side_file
+    torch.save({"fingerprint": "other settings", "step": 3, "model": {}, "optimizer": {}, "rng": {}}, side)
+    summary = _train(data, out, None)
+    assert summary["steps_run"] == 4 and out.exists() and not side.exists()
