@@ -37,6 +37,29 @@ def test_sparse_equals_dense_in_float64_tightly():
     torch.testing.assert_close(sparse, dense, rtol=0, atol=1e-12)
 
 
+def test_strong_walls_and_zero_seeds_match_dense():
+    # Realistic magnitudes: 0.999 walls make a^beta ~1e-36 and the walk's tails subnormal in
+    # float32; the CPU path flushes those (relative to the peak) without changing the result.
+    h, w = 20, 20
+    boundary = 0.02 * torch.rand(h, w, generator=torch.Generator().manual_seed(11))
+    boundary[::7, :] = 0.999
+    boundary[:, ::6] = 0.999
+    cams = torch.zeros(2, h, w)
+    cams[0, 2:5, 2:4] = 1.0
+    cams[1, 9:12, 13:16] = 0.5
+    dense = dense_propagate(cams.double(), boundary.double(), beta=12)
+    for method in ("shift", "csr"):
+        sparse = propagate(cams, boundary, beta=12, method=method)
+        assert (sparse.double() - dense).abs().max() / dense.abs().max() < 1e-5
+
+
+def test_flush_is_relative_to_the_peak():
+    cams, boundary = _inputs(12, 2, 16, 16)
+    reference = propagate(cams, boundary, beta=12)
+    tiny = propagate(cams * 1e-30, boundary, beta=12)
+    torch.testing.assert_close(tiny * 1e30, reference, rtol=1e-5, atol=1e-7 * float(reference.max()))
+
+
 @pytest.mark.parametrize("h, w", [(1, 9), (9, 1), (1, 1), (3, 2), (4, 7), (11, 6)])
 def test_any_grid_size(h, w):
     cams, boundary = _inputs(4, 2, h, w, dtype=torch.float64)
