@@ -13,12 +13,14 @@ matrix at a 512^2 image). ``dense_propagate`` is IRN's dense procedure, kept for
 
 Two step implementations give the same numbers:
 
-* ``shift``: 69 shifted multiply-adds on a zero-bordered (B, K, h+2r_f, w+2r_f) buffer. Measured
-  fastest on CPU (benchmarks/random_walk.py: ~0.2 s for 256 steps at 128x128, K = 3, one
-  thread, against ~0.4 s for CSR SpMM and several seconds for an index gather).
+* ``shift``: 69 shifted multiply-adds on a zero-bordered (B, K, h+2r_f, w+2r_f) buffer. Fastest
+  on CPU: at 128x128, K = 3, one thread, 0.39 s against 0.91 s for CSR SpMM
+  (benchmarks/random_walk.py); an index gather (K, n, 69) per step took 2.5-6 s in a trial.
+  Batching does not help on CPU (the per-image weights fall out of cache), so call it per image.
 * ``csr``: one sparse CSR (B*n x B*n, block diagonal, <= 69 non-zeros per row) times dense
-  (B*n, K) product per step: 256 kernel calls per batch instead of 256*69, so it is the default
-  on CUDA where per-call launch overhead dominates at these sizes.
+  (B*n, K) product per step: 256 kernel calls per batch instead of 256*69, hence the default on
+  CUDA, where per-call launch overhead dominates at these sizes (a choice not yet timed on a
+  GPU: run the benchmark there, it compares both).
 """
 
 from __future__ import annotations
