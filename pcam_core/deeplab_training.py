@@ -34,7 +34,7 @@ from pcam_core.cli import json_object
 from pcam_core.dataset_index import DatasetIndex, ImageRecord
 from pcam_core.deeplab import LR_GROUPS, DeepLabV3Plus, checkpoint_payload
 from pcam_core.image_io import normalize, read_rgb, to_chw_tensor
-from pcam_core.voc_classes import IGNORE_INDEX, read_label_png
+from pcam_core.voc_classes import IGNORE_INDEX, NUM_CLASSES, read_label_png
 
 # Keys of the ``deeplab:`` config section this command reads (the schema gives defaults).
 REQUIRED_PARAMS = ("backbone", "imagenet_weights", "iterations", "batch_size", "crop_size",
@@ -129,6 +129,10 @@ class PseudoLabelDataset(Dataset):
         if label.shape != rgb.shape[:2]:
             raise ValueError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but image "
                              f"{record.image} is {rgb.shape[1]}x{rgb.shape[0]}")
+        bad = (label >= NUM_CLASSES) & (label != IGNORE_INDEX)
+        if bad.any():  # caught here, it names the file; in the loss it is an opaque index error
+            raise ValueError(f"{label_path}: label values {sorted(set(label[bad].tolist()))[:5]} "
+                             f"are outside 0..{NUM_CLASSES - 1} and 255")
         rng = np.random.default_rng([self.seed, position])
         image, label = random_scale_crop_flip(rgb, label, self.crop_size, self.scale_range, rng)
         return to_chw_tensor(image), torch.from_numpy(label.astype(np.int64))
@@ -163,6 +167,9 @@ def check_params(params: dict[str, Any]) -> None:
     missing = [k for k in REQUIRED_PARAMS if k not in params]
     if missing:
         raise ValueError(f"--params lacks {missing} (pass the config's deeplab section)")
+    if params["iterations"] < 1 or params["crop_size"] < 16:
+        raise ValueError("deeplab.iterations must be >= 1 and deeplab.crop_size >= 16 (one "
+                         "stride-16 cell)")
     if params["batch_size"] < 2:
         raise ValueError("deeplab.batch_size must be >= 2: BatchNorm (ASPP image pooling) needs "
                          "more than one value per channel in training")

@@ -62,3 +62,14 @@ def test_param_groups(resnet18_model):
     assert vainf[0]["name"] == "backbone" and vainf[0]["lr"] == pytest.approx(0.0007)
     with pytest.raises(ValueError, match="lr_groups"):
         resnet18_model.param_groups(0.007, "jfz")
+
+
+def test_bn_momentum_depends_on_pretrained_weights(tmp_path):
+    from torchvision.models import resnet18
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(resnet18().state_dict(), weights)
+    pretrained = build_dilated_resnet("resnet18", weights)
+    scratch = build_dilated_resnet("resnet18")
+    assert pretrained.bn1.momentum == 0.01  # VainF: keep ImageNet statistics
+    assert scratch.bn1.momentum == 0.1  # from scratch: overwrite the (0, 1) init quickly
