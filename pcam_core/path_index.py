@@ -193,7 +193,7 @@ def affinity_labels(label4, path_index: PathIndex) -> tuple[torch.Tensor, torch.
     if label4.dim() != 2:
         raise ValueError(f"label map must be 2-D, got shape {tuple(label4.shape)}")
     label4 = label4.long()
-    bad = (label4 >= NUM_LABELS) & (label4 != IGNORE_LABEL) | (label4 < 0)
+    bad = ((label4 >= NUM_LABELS) & (label4 != IGNORE_LABEL)) | (label4 < 0)
     if bad.any():
         raise ValueError(f"label map holds values outside 0..20 and 255: "
                          f"{torch.unique(label4[bad]).tolist()[:10]}")
