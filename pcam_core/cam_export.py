@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from pcam_core.cam_loss import MAXNORM_EPS
-from pcam_core.cam_net import CamNet, load_cam_model, resolve_cam_params
+from pcam_core.cam_net import MAXNORM_EPS, CamNet, load_cam_model, resolve_cam_params
 from pcam_core.cam_store import CamStoreWriter
 from pcam_core.cli import json_object
 from pcam_core.dataset_index import DatasetIndex, ImageRecord, read_shard_ids

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-# Added to the per-class max before dividing (spec §1.4 option A, and §2.4 at inference):
-# keeps an all-zero map at 0 instead of NaN.
-MAXNORM_EPS = 1e-5
+from pcam_core.cam_net import MAXNORM_EPS
+
 
 
 @dataclass

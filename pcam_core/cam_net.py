@@ -6,6 +6,9 @@ layer3/4, stem/layer1/layer2 frozen and detached, and a bias-free 20-way 1x1 cla
 Because the classifier is linear and bias-free, the logits are the spatial mean of the CAM
 (z_c = mean_x w_c^T f(x)), so one forward gives both the image loss and the point loss.
 
+Without ImageNet weights (the demo trains from scratch) ``build_cam_net`` makes every layer
+trainable with ordinary BatchNorm instead: freezing only makes sense for pretrained features.
+
 This module also owns the ``cam:`` config section's defaults (``resolve_cam_params``), so the
 training, export and evaluation commands agree on them.
 """
@@ -21,6 +24,9 @@ from torch import nn
 from pcam_core.backbone import IMAGENET_WEIGHT_FILES, build_resnet, feature_channels, stem
 
 NUM_CAM_CLASSES = 20  # object classes; index k <-> segmentation id k + 1 (spec §0.2)
+# Added to a class map's max before dividing (training option A §1.4, export §2.4): an
+# all-zero map stays 0 instead of NaN, and a real map's max becomes 1 - O(1e-5).
+MAXNORM_EPS = 1e-5
 
 # Defaults of the ``cam:`` config section: the demo values of config.yaml, so that a
 # ``--params`` holding only a few keys (tests, benchmarks, manual runs) still works. The
@@ -66,13 +72,18 @@ def resolve_cam_params(params: dict[str, Any] | None) -> dict[str, Any]:
 
 
 class CamNet(nn.Module):
-    """ResNet (strides 2,2,2,1, frozen-stats BN) + GAP + bias-free 1x1 classifier."""
+    """ResNet (strides 2,2,2,1, frozen-stats BN) + GAP + bias-free 1x1 classifier.
+
+    ``frozen=False`` (training from scratch, see ``build_cam_net``) makes every layer
+    trainable with ordinary BatchNorm; the geometry and the classifier are unchanged.
+    """
 
     def __init__(self, depth: str = "resnet50", weights_path: str | Path | None = None,
-                 num_classes: int = NUM_CAM_CLASSES):
+                 num_classes: int = NUM_CAM_CLASSES, frozen: bool = True):
         super().__init__()
         self.depth = depth
-        self.backbone = build_resnet(depth, weights_path, layer4_stride=1, frozen_bn=True)
+        self.frozen = frozen
+        self.backbone = build_resnet(depth, weights_path, layer4_stride=1, frozen_bn=frozen)
         channels = feature_channels(depth)["layer4"]
         # PyTorch's default conv init, as IRN (spec §1.2); no bias so that logits = mean CAM.
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1, bias=False)
@@ -83,12 +94,16 @@ class CamNet(nn.Module):
                 p.requires_grad_(False)
 
     def frozen_modules(self) -> list[nn.Module]:
+        if not self.frozen:
+            return []
         b = self.backbone
         return [b.conv1, b.bn1, b.layer1, b.layer2]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """layer4 features at stride 16: (B, C, ceil(H/16), ceil(W/16))."""
         b = self.backbone
+        if not self.frozen:
+            return b.layer4(b.layer3(b.layer2(b.layer1(stem(b, x)))))
         # The frozen part runs without autograd: the same as IRN's detach after layer2, and
         # it keeps no activations for backward (less memory, faster).
         with torch.no_grad():
@@ -127,10 +142,20 @@ class CamNet(nn.Module):
 
 
 def build_cam_net(params: dict[str, Any], weights_path: str | Path | None = None) -> CamNet:
-    """A CamNet for a resolved ``cam:`` section; ImageNet weights only when they are asked for."""
-    if params.get("imagenet_weights") and not weights_path:
+    """A CamNet for a resolved ``cam:`` section.
+
+    With ImageNet weights: IRN's network (frozen stem..layer2, frozen-stats BN). Without
+    (the demo): every layer trains and BN uses batch statistics (running statistics at
+    export). Freezing is only meaningful for pretrained features: frozen RANDOM layers and
+    BN statistics that were never estimated (mean 0, var 1) left the demo net at the class
+    priors (loss 0.14 = prior entropy) after 120 steps, while the trainable net reached 0.07
+    (resnet18, batch 16, crop 64, lr 0.02/0.2; frozen with BN statistics estimated from the
+    data: 0.10).
+    """
+    pretrained = bool(params.get("imagenet_weights"))
+    if pretrained and not weights_path:
         raise ValueError("cam.imagenet_weights is true but no --weights file was given")
-    return CamNet(params["backbone"], weights_path if params.get("imagenet_weights") else None)
+    return CamNet(params["backbone"], weights_path if pretrained else None, frozen=pretrained)
 
 
 def load_cam_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[CamNet, dict]:
@@ -141,7 +166,7 @@ def load_cam_model(path: str | Path, map_location: str | torch.device = "cpu") -
     saved = torch.load(path, map_location=map_location, weights_only=False)
     if not isinstance(saved, dict) or "state_dict" not in saved or "backbone" not in saved:
         raise ValueError(f"{path}: not a pcam train-cam output (expected state_dict and backbone)")
-    model = CamNet(saved["backbone"])
+    model = CamNet(saved["backbone"], frozen=saved.get("frozen", True))
     model.load_state_dict(saved["state_dict"])
     model.eval()
     return model, saved

@@ -117,7 +117,7 @@ def train_cam(index_path: str | Path, variant: str, params: dict[str, Any], out:
                         persistent_workers=workers > 0, worker_init_fn=worker_seed_fn)
 
     log = TrainingLog(log_jsonl)
-    model.train()  # BN is frozen-stats by construction; there is no dropout
+    model.train()  # frozen-stats BN ignores it; from scratch, BN uses batch statistics
     started = time.perf_counter()
     bar = progress_bar(total_steps, start_step, f"train-cam {variant}")
     step = start_step
@@ -163,7 +163,7 @@ def train_cam(index_path: str | Path, variant: str, params: dict[str, Any], out:
     seconds = time.perf_counter() - started
     checkpointer.finish({
         "format": MODEL_FORMAT, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-        "backbone": params["backbone"], "variant": variant, "alpha": alpha, "config": params,
+        "backbone": params["backbone"], "frozen": model.frozen, "variant": variant, "alpha": alpha, "config": params,
         "steps": total_steps, "train_images": len(dataset),
     })
     summary = {"variant": variant, "steps": total_steps, "start_step": start_step,

@@ -59,3 +59,21 @@ def test_resolve_params_rejects_unknown_keys():
     assert resolve_cam_params({"alpha": 0.2})["alpha"] == 0.2
     with pytest.raises(ValueError, match="alhpa"):
         resolve_cam_params({"alhpa": 0.2})
+
+
+def test_from_scratch_net_trains_every_layer_with_batch_norm():
+    from pcam_core.cam_net import build_cam_net
+
+    torch.manual_seed(0)
+    net = build_cam_net(resolve_cam_params({"imagenet_weights": False}))
+    assert not net.frozen and net.frozen_modules() == []
+    net.train()
+    before = net.backbone.bn1.running_mean.clone()
+    logits = net(torch.randn(2, 3, 64, 64))
+    logits.sum().backward()
+    assert net.backbone.conv1.weight.grad is not None  # the stem learns too
+    assert not torch.equal(before, net.backbone.bn1.running_mean)  # batch statistics are tracked
+    backbone, _ = net.param_groups()
+    assert len(backbone) == len(list(net.backbone.parameters()))
+    with pytest.raises(ValueError, match="no --weights"):
+        build_cam_net(resolve_cam_params({"imagenet_weights": True}))
