@@ -18,6 +18,8 @@ number of DataLoader workers.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -163,6 +165,21 @@ class SamplePlan(Sampler):
 
 
 # ----------------------------------------------------------------------------- training
+def resume_fingerprint(params: dict[str, Any], pairs: list[tuple[ImageRecord, Path]],
+                       weights: str | Path | None) -> str:
+    """What a side checkpoint must match to be resumed: the settings that change the result
+    (not checkpoint_every / num_workers), the weight file, and each training image's label
+    file (id, size, mtime), so labels regenerated upstream after a kill start a fresh run."""
+    kept = {k: v for k, v in params.items() if k not in ("checkpoint_every", "num_workers")}
+    labels = []
+    for record, path in pairs:
+        stat = path.stat()
+        labels.append([record.id, stat.st_size, stat.st_mtime_ns])
+    text = json.dumps({"params": kept, "weights": str(weights or ""), "labels": labels},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def check_params(params: dict[str, Any]) -> None:
     missing = [k for k in REQUIRED_PARAMS if k not in params]
     if missing:
@@ -187,7 +204,7 @@ def train_deeplab(index: DatasetIndex, label_dirs: Sequence[str | Path], params:
     """Train and write ``out`` once at the end; returns a small report.
 
     ``on_step(step)`` is called after every completed step (tests use it to kill a run).
-    A side checkpoint ``<out>.ckpt`` written with different params is not resumed.
+    A side checkpoint ``<out>.ckpt`` is resumed only when its :func:`resume_fingerprint` matches.
     """
     check_params(params)
     if params["imagenet_weights"] and not weights:
@@ -221,9 +238,11 @@ def train_deeplab(index: DatasetIndex, label_dirs: Sequence[str | Path], params:
     checkpointer = tl.Checkpointer(out, params["checkpoint_every"])
     log = tl.TrainingLog(log_jsonl)
     start = 0
+    fingerprint = resume_fingerprint(params, pairs, use_weights)
     state = checkpointer.load(map_location="cpu")
-    if state is not None and state.get("params") != params:
-        print(f"train-deeplab: {checkpointer.side_file} was written with other params; starting over")
+    if state is not None and state.get("fingerprint") != fingerprint:
+        print(f"train-deeplab: ignoring {checkpointer.side_file} (written with other settings, "
+              "weights or labels); starting over")
         state = None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -279,7 +298,7 @@ def train_deeplab(index: DatasetIndex, label_dirs: Sequence[str | Path], params:
             window_loss, window_steps = 0.0, 0
         if checkpointer.due(step) and step < total:
             checkpointer.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                               "step": step, "rng": tl.rng_state(), "params": params})
+                               "step": step, "rng": tl.rng_state(), "fingerprint": fingerprint})
         if on_step is not None:
             on_step(step)
     bar.close()

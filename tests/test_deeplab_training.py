@@ -1,6 +1,7 @@
 """train-deeplab: crop padding, poly LR, exact resume after a kill, the final payload."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -132,3 +133,22 @@ def test_cli_checks_weights_flag(tiny_data, tmp_path):
         pcam_main(["train-deeplab", "--index", str(root / "index.json"), "--label-dirs",
                    *map(str, label_dirs), "--params", json.dumps(params), "--out",
                    str(tmp_path / "m.pt"), "--device", "cpu"])
+
+
+def test_side_checkpoint_of_other_labels_is_not_resumed(tiny_data, tmp_path):
+    root, index, shared_dirs = tiny_data
+    label_dirs = [shutil.copytree(d, tmp_path / "labels" / d.name) for d in shared_dirs]
+    out = tmp_path / "model.pt"
+
+    def kill(step):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    params = dict(PARAMS, iterations=3)
+    with pytest.raises(KeyboardInterrupt):
+        train_deeplab(index, label_dirs, params, out, device="cpu", on_step=kill)
+    assert (tmp_path / "model.pt.ckpt").exists()
+    # Same settings but one label regenerated upstream: start over, do not resume.
+    label = next(label_dirs[0].glob("*.png"))
+    write_label_png(label, np.zeros(Image.open(label).size[::-1], np.uint8))
+    assert train_deeplab(index, label_dirs, params, out, device="cpu")["resumed_from"] == 0
