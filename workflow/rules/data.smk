@@ -12,7 +12,7 @@ rule make_demo_dataset:
     conda:
         "../../envs/pcam.yaml"
     params:
-        demo=section("dataset", only=["demo"]),
+        demo=json.dumps(config["dataset"]["demo"], sort_keys=True),
         code=code_fingerprint("data"),
     message:
         "--- Generating the demo dataset."

@@ -1,0 +1,161 @@
+"""Readers for the real data layouts: VOC split lists and masks, SBD .mat masks, and the
+"What's the point" click file, with every known quirk of that file counted, not hidden.
+
+Click quirks (spec §8.5): points with x >= W or y >= H, negative coordinates, unknown class
+ids, malformed entries, ids with empty lists, ids missing from the file, and ids in the file
+that the dataset does not have. A click is valid when 0 <= x < W, 0 <= y < H (x = column,
+y = row, floats allowed) and 1 <= cls <= 20.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+from pcam_core.dataset_index import Click
+from pcam_core.voc_classes import NUM_OBJECT_CLASSES, read_label_png
+
+read_voc_mask = read_label_png
+
+
+def read_split_list(path: str | Path) -> list[str]:
+    """Image ids of a split file, one per line, kept as strings (ids like 2007_000032)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: split list not found")
+    return [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_sbd_mask(path: str | Path) -> np.ndarray:
+    """``GTcls.Segmentation`` of an SBD ``cls/<id>.mat`` as uint8 (0..20, no void borders)."""
+    path = Path(path)
+    try:
+        mat = scipy.io.loadmat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: SBD mask file not found") from None
+    except Exception as error:  # scipy raises several types for corrupt files
+        raise ValueError(f"{path}: cannot read SBD .mat file ({error})") from error
+    try:
+        segmentation = mat["GTcls"][0, 0]["Segmentation"]
+    except (KeyError, IndexError, ValueError):
+        raise ValueError(f"{path}: no GTcls.Segmentation field (not an SBD cls/ file?)") from None
+    return np.asarray(segmentation, dtype=np.uint8)
+
+
+def train_aug_ids(voc_train: list[str], sbd_train: list[str], sbd_val: list[str],
+                  voc_val: list[str]) -> list[str]:
+    """VOC train ∪ SBD train ∪ SBD val − VOC val, in that order, each id once.
+
+    SBD's own lists contain VOC val ids; keeping them would train on the test images.
+    """
+    excluded = set(voc_val)
+    seen: dict[str, None] = {}
+    for image_id in (*voc_train, *sbd_train, *sbd_val):
+        if image_id not in excluded:
+            seen.setdefault(image_id, None)
+    return list(seen)
+
+
+def load_click_json(path: str | Path) -> dict:
+    """The raw click file: an object mapping image id -> list of click dicts."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: click file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object mapping image ids to click lists")
+    return data
+
+
+@dataclass
+class ClickReport:
+    """Counts of every quirk met while validating the click file."""
+
+    images: int = 0
+    clicks_in_file: int = 0
+    valid_clicks: int = 0
+    out_of_bounds: int = 0  # x >= W or y >= H
+    negative: int = 0  # x < 0 or y < 0
+    unknown_class: int = 0  # cls not in 1..20
+    malformed: int = 0  # not a dict with numeric cls/x/y
+    empty_ids: int = 0  # id present with an empty list
+    missing_ids: int = 0  # dataset image absent from the file
+    ids_not_in_dataset: int = 0  # file id the dataset does not have
+    clicks_per_class: Counter = field(default_factory=Counter)
+    examples: dict = field(default_factory=dict)  # quirk -> a few image ids
+
+    def note(self, quirk: str, image_id: str) -> None:
+        setattr(self, quirk, getattr(self, quirk) + 1)
+        ids = self.examples.setdefault(quirk, [])
+        if len(ids) < 5 and image_id not in ids:
+            ids.append(image_id)
+
+    def as_dict(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k not in ("clicks_per_class", "examples")}
+        out["clicks_per_class"] = {str(k): v for k, v in sorted(self.clicks_per_class.items())}
+        out["examples"] = self.examples
+        return out
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def validate_clicks(raw: dict, sizes: dict[str, tuple[int, int]]) -> tuple[dict[str, tuple[Click, ...]], ClickReport]:
+    """Keep the valid clicks of each dataset image and count every quirk.
+
+    ``sizes`` maps each dataset image id to (height, width). Returns id -> valid clicks (an
+    empty tuple for ids with none) and the report.
+    """
+    report = ClickReport(images=len(sizes))
+    clicks: dict[str, tuple[Click, ...]] = {}
+    for image_id in raw:
+        if image_id not in sizes:
+            report.note("ids_not_in_dataset", image_id)
+    for image_id, (height, width) in sizes.items():
+        entries = raw.get(image_id)
+        if entries is None:
+            report.note("missing_ids", image_id)
+            clicks[image_id] = ()
+            continue
+        if not isinstance(entries, list):
+            report.note("malformed", image_id)
+            clicks[image_id] = ()
+            continue
+        if not entries:
+            report.note("empty_ids", image_id)
+        kept = []
+        for entry in entries:
+            report.clicks_in_file += 1
+            if not isinstance(entry, dict):
+                report.note("malformed", image_id)
+                continue
+            cls, x, y = _number(entry.get("cls")), _number(entry.get("x")), _number(entry.get("y"))
+            rank = _number(entry.get("rank", 1))
+            if cls is None or x is None or y is None or rank is None or cls != int(cls):
+                report.note("malformed", image_id)
+                continue
+            if not 1 <= cls <= NUM_OBJECT_CLASSES:
+                report.note("unknown_class", image_id)
+                continue
+            if x < 0 or y < 0:
+                report.note("negative", image_id)
+                continue
+            if x >= width or y >= height:
+                report.note("out_of_bounds", image_id)
+                continue
+            kept.append(Click(int(cls), x, y, int(rank)))
+            report.valid_clicks += 1
+            report.clicks_per_class[int(cls)] += 1
+        clicks[image_id] = tuple(kept)
+    return clicks, report
