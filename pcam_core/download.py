@@ -62,9 +62,14 @@ def _fetch_into(url: str, part: Path, timeout: float) -> None:
         with open(part, mode) as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
                                          desc=part.name.removesuffix(".part"),
                                          disable=bool(os.environ.get("PCAM_NO_PROGRESS"))) as bar:
+            received = 0
             for block in iter(lambda: response.read(CHUNK), b""):
                 f.write(block)
+                received += len(block)
                 bar.update(len(block))
+        if length is not None and received < int(length):
+            # urllib returns a short body without error when the peer closes early
+            raise ConnectionError(f"connection closed after {received:,} of {int(length):,} bytes")
 
 
 def verify(path: Path, size: int | None, md5: str | None, sha256_prefix: str | None) -> None:

@@ -1,0 +1,89 @@
+"""Readers of the real layouts: palette PNGs, SBD .mat files, split lists, click quirks."""
+
+import json
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from pcam_core.voc_classes import label_to_image, read_label_png, write_label_png
+from pcam_core.voc_reader import (read_sbd_mask, read_split_list, train_aug_ids,
+                                  validate_clicks)
+
+
+def test_palette_png_reads_indices_not_colours(tmp_path):
+    label = np.array([[0, 1, 15], [20, 255, 3]], dtype=np.uint8)
+    path = tmp_path / "mask.png"
+    write_label_png(path, label)
+    with Image.open(path) as image:
+        assert image.mode == "P"
+        assert image.getpalette()[3:6] == [128, 0, 0]  # aeroplane is dark red in VOC
+    np.testing.assert_array_equal(read_label_png(path), label)
+
+
+def test_rgb_png_is_rejected_with_the_file_name(tmp_path):
+    path = tmp_path / "rgb.png"
+    label_to_image(np.zeros((2, 2), np.uint8)).convert("RGB").save(path)
+    with pytest.raises(ValueError, match="rgb.png"):
+        read_label_png(path)
+
+
+def test_sbd_mat_segmentation(tmp_path):
+    seg = np.array([[0, 7], [7, 20]], dtype=np.uint8)
+    path = tmp_path / "2008_000001.mat"
+    scipy.io.savemat(path, {"GTcls": {"Segmentation": seg, "CategoriesPresent": np.array([[7], [20]])}})
+    np.testing.assert_array_equal(read_sbd_mask(path), seg)
+    scipy.io.savemat(tmp_path / "other.mat", {"something": seg})
+    with pytest.raises(ValueError, match="other.mat"):
+        read_sbd_mask(tmp_path / "other.mat")
+
+
+def test_split_list_keeps_string_ids(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text("2007_000032\n2007_000039\n\n")
+    assert read_split_list(path) == ["2007_000032", "2007_000039"]
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        read_split_list(tmp_path / "missing.txt")
+
+
+def test_train_aug_removes_voc_val_listed_by_sbd():
+    ids = train_aug_ids(voc_train=["a", "b"], sbd_train=["c", "v1", "a"], sbd_val=["d", "v2"],
+                        voc_val=["v1", "v2", "v3"])
+    assert ids == ["a", "b", "c", "d"]
+
+
+SIZES = {"img": (10, 20)}  # height 10, width 20
+
+
+def _check(points):
+    return validate_clicks({"img": points}, SIZES)
+
+
+def test_each_click_quirk_is_counted():
+    clicks, report = _check([
+        {"cls": 3, "x": 5, "y": 4, "rank": 1},      # valid
+        {"cls": 3, "x": 20, "y": 4, "rank": 2},     # x == W: out of bounds (the off-by-one)
+        {"cls": 3, "x": 5, "y": 10.0, "rank": 2},   # y == H: out of bounds
+        {"cls": 3, "x": -1, "y": 4, "rank": 2},     # negative
+        {"cls": 21, "x": 5, "y": 4, "rank": 1},     # unknown class
+        {"cls": 0, "x": 5, "y": 4, "rank": 1},      # background is not a click class
+        {"cls": "cat", "x": 5, "y": 4},             # malformed
+    ])
+    assert len(clicks["img"]) == 1
+    assert (report.out_of_bounds, report.negative, report.unknown_class, report.malformed) == (2, 1, 2, 1)
+    assert report.clicks_in_file == 7 and report.valid_clicks == 1
+
+
+def test_float_coordinates_inside_the_last_pixel_are_valid():
+    clicks, report = _check([{"cls": 1, "x": 19.5, "y": 9.99, "rank": 1}])
+    assert report.valid_clicks == 1
+    assert clicks["img"][0].pixel == (9, 19)
+
+
+def test_empty_missing_and_foreign_ids():
+    raw = {"a": [], "zzz": [{"cls": 1, "x": 1, "y": 1, "rank": 1}]}
+    clicks, report = validate_clicks(raw, {"a": (5, 5), "b": (5, 5)})
+    assert clicks == {"a": (), "b": ()}
+    assert (report.empty_ids, report.missing_ids, report.ids_not_in_dataset) == (1, 1, 1)
+    assert json.dumps(report.as_dict())  # serialisable for the data report

@@ -1,0 +1,116 @@
+"""The index from a tiny hand-made VOC/SBD/clicks layout, and from the generated demo."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from pcam_core.dataset_index import DatasetIndex
+from pcam_core.demo_dataset import make_demo
+from pcam_core.index_builder import build_index, report_markdown
+from pcam_core.voc_classes import write_label_png
+
+
+def _layout(root):
+    """VOC train {t1,t2}, val {v1}; SBD train {t2,s1,v1}, val {s2}; clicks with quirks."""
+    voc = root / "VOCdevkit/VOC2012"
+    sbd = root / "benchmark_RELEASE/dataset"
+    for d in (voc / "JPEGImages", voc / "SegmentationClass", voc / "ImageSets/Segmentation",
+              sbd / "img", sbd / "cls"):
+        d.mkdir(parents=True)
+    (voc / "ImageSets/Segmentation/train.txt").write_text("t1\nt2\n")
+    (voc / "ImageSets/Segmentation/val.txt").write_text("v1\n")
+    (sbd / "train.txt").write_text("t2\ns1\nv1\n")
+    (sbd / "val.txt").write_text("s2\n")
+    for image_id in ("t1", "t2", "v1"):
+        Image.fromarray(np.full((8, 12, 3), 100, np.uint8)).save(voc / "JPEGImages" / f"{image_id}.jpg")
+        mask = np.zeros((8, 12), np.uint8)
+        mask[2:6, 3:9] = 5
+        mask[1, :] = 255
+        write_label_png(voc / "SegmentationClass" / f"{image_id}.png", mask)
+    for image_id in ("s1", "s2"):  # SBD-only images live in SBD's img/
+        Image.fromarray(np.full((6, 10, 3), 50, np.uint8)).save(sbd / "img" / f"{image_id}.jpg")
+        seg = np.zeros((6, 10), np.uint8)
+        seg[:3, :] = 12
+        scipy.io.savemat(sbd / "cls" / f"{image_id}.mat", {"GTcls": {"Segmentation": seg}})
+    points = {
+        "t1": [{"cls": 5, "x": 4.7, "y": 3.2, "rank": 1}, {"cls": 5, "x": 12, "y": 3, "rank": 2}],
+        "t2": [],
+        "v1": [{"cls": 5, "x": 5, "y": 4, "rank": 1}],
+        "s1": [{"cls": 12, "x": 1, "y": 1, "rank": 1}, {"cls": 22, "x": 1, "y": 1, "rank": 1},
+               {"cls": 12, "x": -3, "y": 1, "rank": 2}],
+        "nope": [{"cls": 1, "x": 0, "y": 0, "rank": 1}],
+    }  # s2 is missing from the file
+    (root / "points.json").write_text(json.dumps(points))
+    return voc, sbd, root / "points.json"
+
+
+def test_splits_records_and_quirk_counts(tmp_path):
+    voc, sbd, points = _layout(tmp_path)
+    index = build_index("voc2012", voc, sbd, points)
+    assert index.splits == {"train": ["t1", "t2"], "val": ["v1"], "train_aug": ["t1", "t2", "s1", "s2"]}
+    assert "v1" not in index.splits["train_aug"]
+    t1, s1, s2 = index["t1"], index["s1"], index["s2"]
+    assert (t1.height, t1.width) == (8, 12) and t1.gt_classes == (5,) and t1.classes == (5,)
+    assert len(t1.clicks) == 1 and t1.clicks[0].x == 4.7  # float kept; x == W dropped
+    assert s1.image.endswith("img/s1.jpg") and s1.gt_png is None and s1.gt_mat.endswith("s1.mat")
+    assert s1.gt_classes == (12,) and s1.classes == (12,)
+    assert s2.classes == () and index["t2"].classes == ()
+    assert [r.id for r in index.training_records()] == ["t1", "s1"]
+    clicks = index.report["clicks"]
+    assert (clicks["out_of_bounds"], clicks["negative"], clicks["unknown_class"]) == (1, 1, 1)
+    assert (clicks["empty_ids"], clicks["missing_ids"], clicks["ids_not_in_dataset"]) == (1, 1, 1)
+    assert index.report["train_aug_without_valid_click"]["count"] == 2
+    assert "unknown class" in report_markdown(index.report)
+
+
+def test_missing_image_is_an_error_naming_it(tmp_path):
+    voc, sbd, points = _layout(tmp_path)
+    (sbd / "img" / "s2.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="s2"):
+        build_index("voc2012", voc, sbd, points)
+
+
+def test_index_round_trip(tmp_path):
+    voc, sbd, points = _layout(tmp_path)
+    index = build_index("voc2012", voc, sbd, points)
+    index.save(tmp_path / "index.json")
+    loaded = DatasetIndex.load(tmp_path / "index.json")
+    assert loaded.records == index.records and loaded.splits == index.splits
+    assert loaded["t1"].load_gt_mask().shape == (8, 12)
+    assert loaded["s1"].load_gt_mask().max() == 12
+
+
+def test_index_of_12k_images_loads_fast(tmp_path):
+    voc, sbd, points = _layout(tmp_path)
+    index = build_index("voc2012", voc, sbd, points)
+    template = index["t1"]
+    records = [template.__class__(**{**template.__dict__, "id": f"2008_{i:06d}"}) for i in range(12031)]
+    big = DatasetIndex(records, {"train_aug": [r.id for r in records]}, "voc2012")
+    big.save(tmp_path / "big.json")
+    start = time.perf_counter()
+    DatasetIndex.load(tmp_path / "big.json")
+    assert time.perf_counter() - start < 1.0
+
+
+def test_demo_dataset_is_deterministic_and_readable(tmp_path):
+    params = {"seed": 3, "num_train": 12, "num_extra_train": 4, "num_val": 6, "min_size": 48, "max_size": 64}
+    make_demo(params, tmp_path / "a")
+    make_demo(params, tmp_path / "b")
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    for rel in files_a:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    root = tmp_path / "a"
+    index = build_index("demo", root / "VOCdevkit/VOC2012", root / "benchmark_RELEASE/dataset",
+                        root / "points.json")
+    assert len(index.split("train")) == 12 and len(index.split("val")) == 6
+    assert len(index.split("train_aug")) == 16
+    assert not set(index.splits["train_aug"]) & set(index.splits["val"])
+    masks = [index[i].load_gt_mask() for i in index.splits["val"]]
+    assert any((m == 255).any() for m in masks)  # void bands along outlines, as in VOC
+    sbd_only = [r for r in index.records.values() if r.gt_mat and not r.gt_png]
+    assert sbd_only and all(255 not in r.load_gt_mask() for r in sbd_only)
+    assert index.report["clicks"]["valid_clicks"] > 0
