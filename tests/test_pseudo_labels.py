@@ -65,3 +65,32 @@ def test_cli_main(tmp_path, irn, capsys):
                               threads=1)
     assert pseudo_labels.main(args) == 0
     assert "3 pseudo labels written" in capsys.readouterr().out
+
+
+def test_batched_walk_equals_one_image_at_a_time():
+    """Padding boundaries with 1.0 (and CAMs with 0) isolates the padding exactly."""
+    from pcam_core import random_walk
+
+    rng = np.random.default_rng(3)
+    items = []
+    for (h, w), keys in (((7, 11), [3]), ((12, 9), [8, 15]), ((5, 5), [])):
+        cam = rng.random((len(keys), h, w)).astype(np.float32)
+        boundary = (rng.random((h, w)) ** 3).astype(np.float32)
+        items.append(((4 * h - 1, 4 * w - 2), cam, np.array(keys, np.int64), boundary))
+    walked = [it for it in items if len(it[2])]
+    cams, boundaries = pseudo_labels.pad_for_batch([it[1] for it in walked], [it[3] for it in walked])
+    together = random_walk.propagate_batch(cams, boundaries, PARAMS["beta"], PARAMS["exp_times"], PARAMS["radius"])
+    batched = pseudo_labels.pseudo_labels_batch(items, PARAMS, torch.device("cpu"))
+    for (size, cam, keys, boundary), label in zip(items, batched):
+        assert label.shape == size
+        if not len(keys):
+            assert not label.any()
+            continue
+        alone = random_walk.propagate(torch.from_numpy(cam), torch.from_numpy(boundary), PARAMS["beta"],
+                                      PARAMS["exp_times"], PARAMS["radius"])
+        j = [id(it[1]) for it in walked].index(id(cam))
+        k, h, w = cam.shape
+        torch.testing.assert_close(together[j, :k, :h, :w], alone, rtol=1e-6, atol=1e-7)
+        assert not together[j, :, h:].any() and not together[j, :, :, w:].any() and not together[j, k:].any()
+        expected = random_walk.labels_from_propagated(alone, keys, *size, PARAMS["bg_threshold"])
+        np.testing.assert_array_equal(label, expected)
