@@ -37,7 +37,7 @@ def section(name, only=None, drop=()):
     return json.dumps(values, sort_keys=True, separators=(",", ":"))
 
 
-CAM_EXPORT_KEYS = ["export_scales"]
+CAM_EXPORT_KEYS = ["export_scales", "num_workers"]
 CAM_EVAL_KEYS = ["eval_threshold"]
 IRN_MINING_KEYS = ["fg_threshold", "bg_threshold", "crf", "crf_iterations"]
 

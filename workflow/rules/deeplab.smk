@@ -57,4 +57,4 @@ rule predict_val:
     shell:
         "pcam predict --checkpoint {input.model} --index {input.index}"
         " --shard {input.shard} --split val --out-dir {output}"
-        " --device {params.device} > {log} 2>&1"
+        " --threads {threads} --device {params.device} > {log} 2>&1"
