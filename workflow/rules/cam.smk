@@ -16,7 +16,7 @@ rule train_cam:
     conda:
         "../../envs/pcam.yaml"
     params:
-        cam=section("cam", drop=CAM_EXPORT_KEYS + CAM_EVAL_KEYS),
+        cam=section("cam", drop=["export_scales"] + CAM_EVAL_KEYS),
         weights=weights_flag("cam"),
         device=config["device"],
         code=code_fingerprint("train_cam"),
