@@ -10,7 +10,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
+
+# OpenMP threads that spin while waiting made 2-thread CPU training up to 14x slower on a
+# busy 2-core machine (measured: 4.0 s vs 0.35 s per DeepLab step). Passive waiting costs
+# nothing measurable when the cores are free. Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "make-demo": ("pcam_core.demo_dataset", "generate the demo dataset (VOC layout + clicks)"),
