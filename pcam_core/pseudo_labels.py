@@ -32,7 +32,7 @@ DEFAULTS = {"beta": 12, "exp_times": 8, "radius": 5, "bg_threshold": 0.30}
 
 # Images propagated together. The walk is thousands of tiny shifted multiply-adds (CPU) or
 # sparse products (CUDA) per image, so per-call overhead dominates at these grid sizes;
-# a batch of 16 divides it by 16 and costs ~16 x 69 x h x w floats (9 MB at VOC's 125^2).
+# a batch of 16 divides it by 16 and holds ~16 x 69 x h x w weights (69 MB at VOC's 125^2).
 WALK_BATCH = 16
 
 
