@@ -48,14 +48,16 @@ STAGE_MODULES = {
     "data": ["demo_dataset", "voc_reader", "index_builder", "download"],
     "shards": ["shards"],
     "train_cam": ["cam_net", "cam_loss", "cam_augment", "cam_training", "backbone", "training_loop"],
-    "export_cams": ["cam_net", "cam_export", "cam_store", "backbone"],
+    "export_cams": ["cam_net", "cam_export", "cam_store", "backbone", "training_loop"],
     "evaluate_cams": ["cam_evaluation", "evaluation", "cam_store"],
-    "mine_ir_labels": ["ir_labels", "cam_store"],
+    "mine_ir_labels": ["ir_labels", "cam_store", "training_loop"],
     "train_irn": ["irnet", "irn_training", "path_index", "backbone", "training_loop"],
-    "random_walk": ["pseudo_labels", "random_walk", "path_index", "irnet", "backbone", "cam_store"],
+    "random_walk": [
+        "pseudo_labels", "random_walk", "path_index", "irnet", "backbone", "cam_store", "training_loop",
+    ],
     "evaluate": ["evaluation"],
     "train_deeplab": ["deeplab", "deeplab_training", "backbone", "training_loop"],
-    "predict": ["predict", "deeplab", "backbone"],
+    "predict": ["predict", "deeplab", "backbone", "training_loop"],
     "summary": ["summary"],
 }
 _PACKAGE_DIR = Path(importlib.util.find_spec("pcam_core").origin).parent
