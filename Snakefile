@@ -5,7 +5,7 @@
 #
 # Run the demo:      snakemake --cores all --resources gpu=1
 # Paper's setting:   snakemake --cores all --resources gpu=1 --configfile config_voc2012.yaml
-# Only the data:     snakemake --cores all --resources gpu=1 data
+# Only the data:     snakemake data --cores all --resources gpu=1
 # All real code lives in the pcam_core package; each rule is one `pcam <command>` call.
 
 from snakemake.utils import min_version

@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/cam_training_speed.py [--device auto] [--threads 2] [--steps 5]
 
 On CUDA: resnet50, batch 16, 512x512 crops (the paper's setting), bf16 autocast +
-channels_last against plain fp32. On the CPU: the demo setting (resnet18, batch 16, crops 128 and 96).
+channels_last against plain fp32. On the CPU: the demo setting (resnet18, batch 16, crops 128 and 64; from scratch, as the demo
+trains, and in the pretrained layout for comparison).
 Data loading is left out (one random batch, reused), so this is the model's ceiling; the
 training log's images/s includes the DataLoader.
 """
@@ -21,10 +22,12 @@ from pcam_core.cam_net import CamNet
 from pcam_core.training_loop import autocast_for, pick_device, set_cpu_threads
 
 
-def measure(depth: str, batch: int, crop: int, device: torch.device, fast: bool, steps: int) -> tuple[float, float]:
-    """(images/s, process CPU seconds per image)."""
+def measure(depth: str, batch: int, crop: int, device: torch.device, fast: bool, steps: int,
+            frozen: bool = True) -> tuple[float, float]:
+    """(images/s, process CPU seconds per image); ``frozen`` = IRN's pretrained network,
+    else the from-scratch demo network (every layer trains, so backward costs more)."""
     torch.manual_seed(0)
-    model = CamNet(depth).to(device)
+    model = CamNet(depth, frozen=frozen).to(device)
     if fast:
         model = model.to(memory_format=torch.channels_last)
     backbone, classifier = model.param_groups()
@@ -67,7 +70,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--crops", type=int, nargs="+", default=[128, 96], help="CPU crop sizes")
+    parser.add_argument("--crops", type=int, nargs="+", default=[128, 64], help="demo crop sizes")
     args = parser.parse_args()
     device = pick_device(args.device)
     set_cpu_threads(args.threads)
@@ -77,14 +80,19 @@ def main() -> None:
         bf16, _ = measure("resnet50", 16, 512, device, fast=True, steps=args.steps)
         print(f"{torch.cuda.get_device_name(device)}: resnet50, batch 16, crop 512: fp32 {fp32:.1f} images/s, "
               f"bf16 + channels_last {bf16:.1f} images/s ({bf16 / fp32:.2f}x)")
-        demo, _ = measure("resnet18", 16, 128, device, fast=True, steps=args.steps)
-        print(f"demo setting (resnet18, batch 16, crop 128), bf16 + channels_last: {demo:.1f} images/s")
+        for crop in args.crops:
+            demo, _ = measure("resnet18", 16, crop, device, fast=True, steps=args.steps, frozen=False)
+            print(f"demo setting (resnet18 from scratch, batch 16, crop {crop}), bf16 + channels_last: "
+                  f"{demo:.1f} images/s")
     else:
         print(f"CPU, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} "
               "(the machine may be shared: CPU-s/image is the steadier figure)")
         for crop in args.crops:
-            rate, cpu = measure("resnet18", 16, crop, device, fast=False, steps=args.steps)
-            print(f"  resnet18, batch 16, crop {crop}, fp32: {rate:.1f} images/s, {cpu:.3f} CPU-s/image")
+            for frozen in (False, True):
+                rate, cpu = measure("resnet18", 16, crop, device, fast=False, steps=args.steps, frozen=frozen)
+                kind = "pretrained layout (frozen to layer2)" if frozen else "from scratch (demo: all layers train)"
+                print(f"  resnet18 {kind}, batch 16, crop {crop}, fp32: {rate:.1f} images/s, "
+                      f"{cpu:.3f} CPU-s/image")
 
 
 if __name__ == "__main__":
