@@ -110,7 +110,8 @@ def train_cam(index_path: str | Path, variant: str, params: dict[str, Any], out:
     checkpointer = Checkpointer(out, params["checkpoint_every"])
     fingerprint = _fingerprint(variant, params, len(dataset))
     start_step = 0
-    state = checkpointer.load(map_location=dev)
+    # CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest to the device.
+    state = checkpointer.load(map_location="cpu")
     if state is not None and state.get("fingerprint") != fingerprint:
         print(f"train-cam: ignoring {checkpointer.side_file} (written with other settings)", file=sys.stderr)
         state = None
