@@ -10,6 +10,7 @@ y = row, floats allowed) and 1 <= cls <= 20.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,9 +107,11 @@ class ClickReport:
 
 
 def _number(value) -> float | None:
+    """A finite JSON number as float, else None (strings, booleans, NaN and inf are malformed)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def validate_clicks(raw: dict, sizes: dict[str, tuple[int, int]]) -> tuple[dict[str, tuple[Click, ...]], ClickReport]:
@@ -142,7 +145,8 @@ def validate_clicks(raw: dict, sizes: dict[str, tuple[int, int]]) -> tuple[dict[
                 continue
             cls, x, y = _number(entry.get("cls")), _number(entry.get("x")), _number(entry.get("y"))
             rank = _number(entry.get("rank", 1))
-            if cls is None or x is None or y is None or rank is None or cls != int(cls):
+            if (cls is None or x is None or y is None or rank is None or cls != int(cls)
+                    or rank != int(rank)):
                 report.note("malformed", image_id)
                 continue
             if not 1 <= cls <= NUM_OBJECT_CLASSES:

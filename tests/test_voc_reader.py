@@ -7,9 +7,10 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from pcam_core.dataset_index import Click
 from pcam_core.voc_classes import label_to_image, read_label_png, write_label_png
-from pcam_core.voc_reader import (read_sbd_mask, read_split_list, train_aug_ids,
-                                  validate_clicks)
+from pcam_core.voc_reader import (load_click_json, read_sbd_mask, read_split_list,
+                                  train_aug_ids, validate_clicks)
 
 
 def test_palette_png_reads_indices_not_colours(tmp_path):
@@ -87,3 +88,39 @@ def test_empty_missing_and_foreign_ids():
     assert clicks == {"a": (), "b": ()}
     assert (report.empty_ids, report.missing_ids, report.ids_not_in_dataset) == (1, 1, 1)
     assert json.dumps(report.as_dict())  # serialisable for the data report
+
+
+def test_boundary_click_x_equal_to_width_is_invalid_and_half_pixel_before_is_valid():
+    clicks, report = _check([{"cls": 2, "x": 20, "y": 0, "rank": 1},
+                             {"cls": 2, "x": 19.5, "y": 0, "rank": 1}])
+    assert report.out_of_bounds == 1 and report.valid_clicks == 1
+    assert clicks["img"][0].x == 19.5
+
+
+def test_non_finite_or_fractional_values_are_malformed():
+    clicks, report = _check([{"cls": 1, "x": float("nan"), "y": 1, "rank": 1},
+                             {"cls": 1, "x": 1, "y": float("inf"), "rank": 1},
+                             {"cls": 1.5, "x": 1, "y": 1, "rank": 1},
+                             {"cls": 1, "x": 1, "y": 1, "rank": 1.5},
+                             {"cls": 1, "x": True, "y": 1, "rank": 1},
+                             "not a dict",
+                             {"cls": 1.0, "x": 1, "y": 1}])  # integral float class, no rank: valid
+    assert report.malformed == 6 and report.valid_clicks == 1
+    assert clicks["img"] == (Click(1, 1.0, 1.0, 1),)
+
+
+def test_a_non_list_entry_is_malformed_and_means_no_points():
+    clicks, report = validate_clicks({"img": {"cls": 1}}, SIZES)
+    assert clicks == {"img": ()} and report.malformed == 1
+
+
+def test_click_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "points.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="points.json"):
+        load_click_json(bad)
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="points.json"):
+        load_click_json(bad)
+    with pytest.raises(FileNotFoundError, match="absent.json"):
+        load_click_json(tmp_path / "absent.json")
