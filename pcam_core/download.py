@@ -98,6 +98,7 @@ def download(url: str, out: str | Path, *, size: int | None = None, md5: str | N
         md5 = record.read_text().split()[0]
     if out.exists():
         verify(out, size, md5, sha256_prefix)  # an existing final file must still be right
+        _record(record, out)
         return out
     part = out.with_name(out.name + ".part")
     for attempt in range(1, retries + 1):
@@ -105,6 +106,9 @@ def download(url: str, out: str | Path, *, size: int | None = None, md5: str | N
             _fetch_into(url, part, timeout)
             break
         except TRANSIENT_ERRORS as error:
+            if isinstance(error, urllib.error.HTTPError) and not _retryable(error.code):
+                raise ConnectionError(f"{url}: HTTP {error.code} {error.reason}; not retried "
+                                      "(check the URL)") from error
             if attempt == retries:
                 raise ConnectionError(f"{url}: download failed after {retries} attempts ({error}); "
                                       f"the partial file {part} is kept and the next run resumes it") from error
@@ -120,9 +124,19 @@ def download(url: str, out: str | Path, *, size: int | None = None, md5: str | N
         os.replace(part, bad)
         raise
     os.replace(part, out)
+    _record(record, out)
+    return out
+
+
+def _retryable(code: int) -> bool:
+    """Server trouble and rate limits may pass; a 404 or 403 will not."""
+    return code in (408, 429) or code >= 500
+
+
+def _record(record: Path | None, out: Path) -> None:
+    """Write the MD5 of the first complete download when none is recorded yet."""
     if record is not None and not record.exists():
         write_text(record, f"{file_digest(out, 'md5')}  {out.name}\n")
-    return out
 
 
 def _safe_member(name: str, archive: Path) -> None:
@@ -146,7 +160,10 @@ def extract(archive: str | Path, target: str | Path) -> Path:
                     _safe_member(member.name, archive)
                     if member.issym() or member.islnk():
                         _safe_member(member.linkname, archive)
-                t.extractall(tmp, filter="data")
+                try:
+                    t.extractall(tmp, filter="data")
+                except TypeError:  # Python < 3.10.12 has no filters; members were checked above
+                    t.extractall(tmp)
         else:
             raise ValueError(f"{archive}: not a tar or zip archive")
     return target

@@ -157,3 +157,28 @@ def test_sha256_prefix_of_weight_files(server, tmp_path):
     download(url(server, "/resnet-abc.pth"), tmp_path / "w.pth", sha256_prefix=prefix)
     with pytest.raises(ChecksumError, match="SHA-256"):
         download(url(server, "/resnet-abc.pth"), tmp_path / "w2.pth", sha256_prefix="deadbeef")
+
+
+def test_missing_url_fails_at_once_without_retries(server, tmp_path):
+    with pytest.raises(ConnectionError, match="404"):
+        download(url(server, "/absent.bin"), tmp_path / "x.bin", retries=5, backoff=30)
+    assert not (tmp_path / "x.bin").exists()
+
+
+def test_existing_verified_file_is_not_fetched_again_and_gets_recorded(server, tmp_path):
+    out = tmp_path / "done.bin"
+    out.write_bytes(PAYLOAD)
+    record = tmp_path / "done.md5"
+    download(url(server, "/nothing-served-here"), out, size=len(PAYLOAD), record_md5=record)
+    assert server.requests == []
+    assert record.read_text().split()[0] == hashlib.md5(PAYLOAD).hexdigest()
+
+
+def test_cli_downloads_and_extracts(server, tmp_path):
+    from pcam_core.cli import main
+
+    server.files["/a.tgz"] = _tar_bytes({"data/points.json": b"{}"})
+    md5 = hashlib.md5(server.files["/a.tgz"]).hexdigest()
+    assert main(["download", "--url", url(server, "/a.tgz"), "--out", str(tmp_path / "a.tgz"),
+                 "--md5", md5, "--extract-to", str(tmp_path / "x")]) == 0
+    assert (tmp_path / "x/data/points.json").read_bytes() == b"{}"
