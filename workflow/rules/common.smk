@@ -47,9 +47,11 @@ SHARED_MODULES = ["atomic_output", "dataset_index", "image_io", "voc_classes", "
 STAGE_MODULES = {
     "data": ["demo_dataset", "voc_reader", "index_builder", "download"],
     "shards": ["shards"],
-    "train_cam": ["cam_net", "cam_loss", "cam_augment", "cam_training", "backbone", "training_loop"],
+    "train_cam": [
+        "cam_net", "cam_loss", "cam_augment", "cam_training", "backbone", "training_loop", "voc_reader",
+    ],
     "export_cams": ["cam_net", "cam_export", "cam_store", "backbone", "training_loop"],
-    "evaluate_cams": ["cam_evaluation", "evaluation", "cam_store"],
+    "evaluate_cams": ["cam_evaluation", "evaluation", "cam_store", "training_loop"],
     "mine_ir_labels": ["ir_labels", "cam_store", "training_loop"],
     "train_irn": ["irnet", "irn_training", "path_index", "backbone", "training_loop"],
     "random_walk": [
