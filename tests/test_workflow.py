@@ -30,7 +30,7 @@ TINY_CONFIG = {
                                          "num_val": 10, "min_size": 64, "max_size": 96}},
     "cam": {"crop_size": 64, "resize_long": [64, 96], "epochs": 2, "batch_size": 8,
             "export_scales": [1.0, 0.5], "checkpoint_every": 5, "num_workers": 0},
-    "irn": {"crop_size": 64, "epochs": 1, "batch_size": 8, "crf_iterations": 3,
+    "irn": {"crop_size": 96, "epochs": 1, "batch_size": 8, "crf_iterations": 3,
             "checkpoint_every": 5, "num_workers": 0},
     "random_walk": {"exp_times": 6},
     "deeplab": {"crop_size": 64, "iterations": 12, "batch_size": 8, "checkpoint_every": 5,
@@ -38,13 +38,15 @@ TINY_CONFIG = {
 }
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True,
+              snakefile: Path = REPO / "Snakefile") -> subprocess.CompletedProcess:
     """Run the repository's Snakefile in ``workdir`` with the test interpreter's tools."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PCAM_NO_PROGRESS"] = "1"
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(workdir), "--cores", "2", "--resources", "gpu=1", *args]
+    # targets go before --resources, which would take them as more resources
+    cmd = [sys.executable, "-m", "snakemake", *args, "--snakefile", str(snakefile),
+           "--directory", str(workdir), "--cores", "2", "--resources", "gpu=1"]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
@@ -168,7 +170,7 @@ def test_deeplab_change_reruns_only_deeplab(finished_run):
 
 @pytest.mark.workflow
 def test_cam_threshold_change_rescores_only_that_variant(finished_run):
-    jobs = _rerun_plan(finished_run, lambda c: c["cam"]["eval_threshold"].update(pcam=0.25))
+    jobs = _rerun_plan(finished_run, lambda c: c["cam"].setdefault("eval_threshold", {}).update(pcam=0.25))
     assert jobs == {"evaluate_cams": 2, "summary": 1, "all": 1}
 
 
@@ -189,21 +191,20 @@ def test_data_target_alone(tmp_path):
 
 @pytest.mark.workflow
 def test_code_change_reruns_only_that_stage(finished_run, tmp_path):
-    """Editing a pcam_core module changes its stage's code fingerprint (a params change)."""
+    """Editing a pcam_core module changes its stage's code fingerprint (a params change).
+
+    Snakemake puts the Snakefile's folder first on sys.path, so a copy of the repository
+    with one edited module fingerprints the edited code.
+    """
     import shutil
 
-    copy_root = tmp_path / "edited"
-    shutil.copytree(REPO / "pcam_core", copy_root / "pcam_core")
-    module = copy_root / "pcam_core" / "random_walk.py"
+    copy = tmp_path / "edited_repo"
+    copy.mkdir()
+    for name in ("Snakefile", "workflow", "pcam_core"):
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, copy / name)
+    module = copy / "pcam_core" / "random_walk.py"
     module.write_text(module.read_text() + "\n# an edit\n")
-    env_backup = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(copy_root)
-    try:
-        jobs = planned_jobs(snakemake(finished_run, "-n"))
-    finally:
-        if env_backup is None:
-            os.environ.pop("PYTHONPATH")
-        else:
-            os.environ["PYTHONPATH"] = env_backup
-    assert "train_cam" not in jobs and "train_irn" not in jobs
+    jobs = planned_jobs(snakemake(finished_run, "-n", snakefile=copy / "Snakefile"))
+    assert "train_cam" not in jobs and "train_irn" not in jobs and "export_cams" not in jobs
     assert jobs["random_walk"] == 4 and jobs["train_deeplab"] == 2
