@@ -15,18 +15,14 @@ model's ceiling; the training log's images_per_s includes the DataLoader.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
 
 from pcam_core.deeplab import DeepLabV3Plus
+from throughput import items_per_second
+
 from pcam_core.training_loop import autocast_for, pick_device, set_cpu_threads
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _model(depth: str, device: torch.device, channels_last: bool) -> DeepLabV3Plus:
@@ -53,13 +49,7 @@ def training_rate(depth: str, batch: int, crop: int, device: torch.device, steps
         loss.backward()
         optimizer.step()
 
-    step()  # warm-up (allocator, cuDNN autotuning)
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return steps * batch / (time.perf_counter() - start)
+    return items_per_second(step, steps, batch, device)
 
 
 @torch.no_grad()
@@ -74,13 +64,7 @@ def inference_rate(depth: str, size: tuple[int, int], device: torch.device, imag
         with autocast_for(device, enabled=bf16):
             model(x).float().argmax(1)
 
-    run()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(images):
-        run()
-    _sync(device)
-    return images / (time.perf_counter() - start)
+    return items_per_second(run, images, 1, device)
 
 
 def main() -> None:

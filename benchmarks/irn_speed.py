@@ -14,7 +14,6 @@ training step by an order of magnitude (measured here: 4.5 vs 48-76 images/s at 
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
@@ -22,17 +21,14 @@ import torch
 from pcam_core.irn_training import affinity_loss
 from pcam_core.irnet import IRNetBoundary, infer_boundary
 from pcam_core.path_index import PathIndex, affinity_from_boundary, affinity_labels, downsample_label
+from throughput import items_per_second
+
 from pcam_core.training_loop import pick_device, set_cpu_threads
 
 # (name, depth, batch, crop, radius, inference image H x W)
 DEMO = ("demo: resnet18, batch 16, crop 128, r 10; infer 120x120", "resnet18", 16, 128, 10, (120, 120))
 PAPER = ("paper: resnet50, batch 32, crop 512, r 10; infer 375x500", "resnet50", 32, 512, 10, (375, 500))
 PAPER_512 = ("paper: resnet50; infer 512x512", "resnet50", 32, 512, 10, (512, 512))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _labels(batch: int, crop: int, path_index: PathIndex, device: torch.device):
@@ -65,13 +61,7 @@ def training_rate(depth: str, batch: int, crop: int, radius: int, device: torch.
         loss.backward()
         optimizer.step()
 
-    step()  # warm-up (allocator, cuDNN autotuning)
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return steps * batch / (time.perf_counter() - start)
+    return items_per_second(step, steps, batch, device)
 
 
 def inference_rate(depth: str, size: tuple[int, int], device: torch.device, images: int) -> float:
@@ -80,13 +70,7 @@ def inference_rate(depth: str, size: tuple[int, int], device: torch.device, imag
     if device.type == "cuda":
         model.use_channels_last()
     rgb = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
-    infer_boundary(model, rgb, device)
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(images):
-        infer_boundary(model, rgb, device)
-    _sync(device)
-    return images / (time.perf_counter() - start)
+    return items_per_second(lambda: infer_boundary(model, rgb, device), images, 1, device)
 
 
 def main() -> None:
