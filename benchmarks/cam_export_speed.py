@@ -25,6 +25,7 @@ from pcam_core.cam_net import CamNet, load_cam_model
 from pcam_core.cam_store import CamStoreWriter
 from pcam_core.demo_dataset import render_image
 from pcam_core.training_loop import pick_device, set_cpu_threads
+from pcam_core.voc_reader import NUM_OBJECT_CLASSES as VOC_OBJECT_CLASSES  # VOC-sized heads
 
 SCALES = (1.0, 0.5, 1.5, 2.0)
 
@@ -76,7 +77,7 @@ def main() -> None:
     device = pick_device(args.device)
     set_cpu_threads(args.threads)
     torch.manual_seed(0)
-    model = load_cam_model(args.model)[0] if args.model else CamNet(args.backbone).eval()
+    model = load_cam_model(args.model)[0] if args.model else CamNet(args.backbone, num_classes=VOC_OBJECT_CLASSES).eval()
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -93,7 +94,7 @@ def main() -> None:
           f"maps + HDF5 store {n / store_s:.2f} images/s ({store_cpu / n:.2f} CPU-s/image)")
     if device.type == "cuda":
         torch.manual_seed(0)
-        big = CamNet("resnet50").eval().to(device).to(memory_format=torch.channels_last)
+        big = CamNet("resnet50", num_classes=VOC_OBJECT_CLASSES).eval().to(device).to(memory_format=torch.channels_last)
         rng = np.random.default_rng(1)
         voc = [(rng.integers(0, 255, size=(375, 500, 3), dtype=np.uint8), [1, 15]) for _ in range(20)]
         time_export(big, voc[:3], device, None)

@@ -23,6 +23,7 @@ from pcam_core.cam_export import compute_maps, scaled_inputs
 from pcam_core.cam_net import CamNet, load_cam_model
 from pcam_core.cam_store import CamRecord, CamStore, CamStoreWriter
 from pcam_core.training_loop import set_cpu_threads
+from pcam_core.voc_reader import NUM_OBJECT_CLASSES as VOC_OBJECT_CLASSES  # VOC-sized heads
 
 from cam_export_speed import SCALES, demo_pictures
 
@@ -42,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     set_cpu_threads(args.threads)
     torch.manual_seed(0)
-    model = load_cam_model(args.model)[0] if args.model else CamNet("resnet18").eval()
+    model = load_cam_model(args.model)[0] if args.model else CamNet("resnet18", num_classes=VOC_OBJECT_CLASSES).eval()
     device = torch.device("cpu")
     pictures = demo_pictures(args.images, *args.size)
     float32_maps, npy_total = [], 0

@@ -20,6 +20,7 @@ import torch
 from pcam_core.cam_loss import cam_loss
 from pcam_core.cam_net import CamNet
 from pcam_core.training_loop import autocast_for, pick_device, set_cpu_threads
+from pcam_core.voc_reader import NUM_OBJECT_CLASSES as VOC_OBJECT_CLASSES  # VOC-sized heads
 
 
 def measure(depth: str, batch: int, crop: int, device: torch.device, fast: bool, steps: int,
@@ -27,7 +28,7 @@ def measure(depth: str, batch: int, crop: int, device: torch.device, fast: bool,
     """(images/s, process CPU seconds per image); ``frozen`` = IRN's pretrained network,
     else the from-scratch demo network (every layer trains, so backward costs more)."""
     torch.manual_seed(0)
-    model = CamNet(depth, frozen=frozen).to(device)
+    model = CamNet(depth, num_classes=VOC_OBJECT_CLASSES, frozen=frozen).to(device)
     if fast:
         model = model.to(memory_format=torch.channels_last)
     backbone, classifier = model.param_groups()

@@ -23,11 +23,12 @@ from pcam_core.deeplab import DeepLabV3Plus
 from throughput import items_per_second
 
 from pcam_core.training_loop import autocast_for, pick_device, set_cpu_threads
+from pcam_core.voc_reader import NUM_OBJECT_CLASSES as VOC_OBJECT_CLASSES  # VOC-sized heads
 
 
 def _model(depth: str, device: torch.device, channels_last: bool) -> DeepLabV3Plus:
     torch.manual_seed(0)
-    model = DeepLabV3Plus(depth).to(device)
+    model = DeepLabV3Plus(depth, num_classes=VOC_OBJECT_CLASSES + 1).to(device)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 

@@ -27,8 +27,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from pcam_core.dataset_index import ImageRecord
-from pcam_core.image_io import normalize, read_rgb, resize_label, resize_rgb, to_chw_tensor
-from pcam_core.voc_classes import IGNORE_INDEX, NUM_OBJECT_CLASSES
+from pcam_core.class_list import IGNORE_INDEX
+from pcam_core.image_io import ImageReading, normalize, read_rgb, resize_label, resize_rgb, to_chw_tensor
 
 
 # ----------------------------------------------------------------------------- point maps
@@ -131,9 +131,9 @@ def augment(rgb: np.ndarray, points: np.ndarray, rng: np.random.Generator, crop:
 
 
 # ----------------------------------------------------------------------------- dataset
-def label_vector(classes: Sequence[int]) -> np.ndarray:
-    """20-dim {0,1} image label; segmentation id k -> index k - 1 (spec §0.2)."""
-    vector = np.zeros(NUM_OBJECT_CLASSES, dtype=np.float32)
+def label_vector(classes: Sequence[int], num_object_classes: int) -> np.ndarray:
+    """N-dim {0,1} image label; segmentation id k -> index k - 1 (spec §0.2)."""
+    vector = np.zeros(num_object_classes, dtype=np.float32)
     for cls in classes:
         vector[cls - 1] = 1.0
     return vector
@@ -143,14 +143,14 @@ class CamTrainDataset(Dataset):
     """Augmented training samples of ``DatasetIndex.training_records()``.
 
     Item key: ``(index, seed)`` from ``ResumableBatchSampler`` (a bare int uses seed = index).
-    Returns a dict: ``image`` (3, crop, crop) float32, ``label`` (20,), ``points``
+    Returns a dict: ``image`` (3, crop, crop) float32, ``label`` (N,), ``points``
     (max_points, 3) float32 padded rows (x, y, cls), ``count`` the valid rows, and with
     ``with_mask`` the augmented GT ``mask`` (crop, crop) int64 (255 = void or padding; all
     255 when the image has no mask).
     """
 
     def __init__(self, records: Sequence[ImageRecord], crop_size: int, resize_long: Sequence[int],
-                 with_mask: bool = False):
+                 num_object_classes: int, with_mask: bool = False, reading: ImageReading | None = None):
         if not records:
             raise ValueError("no training images (train_aug images with at least one click)")
         self.records = list(records)
@@ -159,6 +159,8 @@ class CamTrainDataset(Dataset):
         if self.resize_long[0] > self.resize_long[1] or self.resize_long[0] < 1:
             raise ValueError(f"resize_long must be [low, high] with 1 <= low <= high, got {resize_long}")
         self.with_mask = with_mask
+        self.num_object_classes = int(num_object_classes)
+        self.reading = reading
         # pcam_full: images with neither a VOC PNG nor an SBD mask give no points (counted).
         self.without_mask = sum(1 for r in self.records if not (r.gt_png or r.gt_mat)) if with_mask else 0
         self.max_points = max(1, max(len(r.clicks) for r in self.records))
@@ -169,7 +171,7 @@ class CamTrainDataset(Dataset):
     def __getitem__(self, key) -> dict[str, torch.Tensor]:
         index, seed = key if isinstance(key, tuple) else (key, key)
         record = self.records[index]
-        rgb = read_rgb(record.image)
+        rgb = read_rgb(record.image, self.reading)
         if rgb.shape[:2] != (record.height, record.width):
             raise ValueError(f"{record.image}: image is {rgb.shape[1]}x{rgb.shape[0]} but the index says "
                              f"{record.width}x{record.height}; rebuild the index")
@@ -184,7 +186,7 @@ class CamTrainDataset(Dataset):
         points[:len(out.points)] = out.points
         item = {
             "image": to_chw_tensor(out.image),
-            "label": torch.from_numpy(label_vector(record.classes)),
+            "label": torch.from_numpy(label_vector(record.classes, self.num_object_classes)),
             "points": torch.from_numpy(points),
             "count": torch.tensor(len(out.points), dtype=torch.int64),
         }

@@ -1,8 +1,9 @@
-"""``pcam evaluate-cams``: mIoU of thresholded CAMs against the VOC ground truth (Table 1).
+"""``pcam evaluate-cams``: mIoU of thresholded CAMs against the ground-truth masks (Table 1).
 
 Spec §2.6 / §7: per image, argmax over [tau plane; high_res] mapped through [0] + keys
 (segmentation ids, ``CamRecord.label_ids``), one confusion matrix over the whole split
-(``evaluation.ConfusionMatrix``), every record of the split that has a VOC GT PNG.
+(``evaluation.ConfusionMatrix``), every record of the split that has a GT mask PNG. A split
+without any mask is written as unscored (mIoU null, with the reason), not an error.
 tau is 0.15 for CAMs (IRN) and 0.30 for PCAMs (decision D3).
 
 An image with no classes to export (an all-background GT) has no maps by design and is
@@ -34,13 +35,17 @@ def threshold_labels(record: CamRecord, threshold: float) -> np.ndarray:
 def evaluate_cams(index_path: str | Path, split: str, stores: Sequence[str | Path], threshold: float,
                   out_json: str | Path, out_md: str | Path) -> dict:
     """Score the split; writes the JSON + Markdown tables and returns the summary numbers."""
-    from pcam_core.evaluation import ConfusionMatrix, write_metrics
+    from pcam_core.evaluation import ConfusionMatrix, write_metrics, write_unscored
 
     index = DatasetIndex.load(index_path)
     records = [r for r in index.split(split) if r.gt_png]
+    title = f"CAM mIoU ({split}, threshold {threshold})"
+    cm = ConfusionMatrix(index.classes.num_classes)
     if not records:
-        raise ValueError(f"split {split!r} of {index_path} has no image with a GT PNG to score")
-    cm = ConfusionMatrix(num_classes=21)
+        metrics = write_unscored(out_json, out_md, cm, title, index.classes.names, split,
+                                 extra={"threshold": threshold, "stores": [str(s) for s in stores]})
+        print(f"evaluate-cams: {metrics['note']}", file=sys.stderr)
+        return {"miou": None, "split": split, "images": 0}
     with CamStore(list(stores)) as store:
         missing = [r.id for r in records if r.id not in store and r.export_classes()]
         if missing:
@@ -62,7 +67,7 @@ def evaluate_cams(index_path: str | Path, split: str, stores: Sequence[str | Pat
         bar.close()
     extra = {"split": split, "threshold": threshold, "images": len(records),
              "images_without_classes": without_classes, "stores": [str(s) for s in stores]}
-    write_metrics(out_json, out_md, cm, f"CAM mIoU ({split}, threshold {threshold})", extra=extra)
+    write_metrics(out_json, out_md, cm, title, index.classes.names, extra=extra)
     miou = float(cm.miou())
     print(f"evaluate-cams: {split} mIoU {100 * miou:.2f} on {len(records)} images "
           f"(threshold {threshold}; {without_classes} without classes scored as background)",

@@ -12,7 +12,7 @@ the scales:
 
 Only the image's classes (``ImageRecord.export_classes()``) are kept, and each is divided by
 its max + 1e-5, so maps lie in [0, 1] with a max of about 1. Images without classes are
-skipped (and counted). Channels are selected before the resizes: the same numbers, K/20 of
+skipped (and counted). Channels are selected before the resizes: the same numbers, K/N of
 the work.
 """
 
@@ -32,7 +32,7 @@ from pcam_core.cam_net import MAXNORM_EPS, CamNet, load_cam_model, resolve_cam_p
 from pcam_core.cam_store import CamStoreWriter
 from pcam_core.cli import json_object
 from pcam_core.dataset_index import DatasetIndex, ImageRecord, read_shard_ids
-from pcam_core.image_io import normalize, read_rgb, resize_rgb, to_chw_tensor
+from pcam_core.image_io import ImageReading, normalize, read_rgb, resize_rgb, to_chw_tensor
 from pcam_core.training_loop import autocast_for, pick_device, progress_bar, set_cpu_threads
 
 
@@ -83,16 +83,18 @@ def compute_maps(model: CamNet, inputs: Sequence[torch.Tensor], image_hw: tuple[
 class _ExportInputs(Dataset):
     """Decoding and resizing in DataLoader workers, so the model never waits for PIL."""
 
-    def __init__(self, records: Sequence[ImageRecord], scales: Sequence[float]):
+    def __init__(self, records: Sequence[ImageRecord], scales: Sequence[float],
+                 reading: ImageReading | None = None):
         self.records = list(records)
         self.scales = [float(s) for s in scales]
+        self.reading = reading
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         record = self.records[i]
-        rgb = read_rgb(record.image)
+        rgb = read_rgb(record.image, self.reading)
         if rgb.shape[:2] != (record.height, record.width):
             raise ValueError(f"{record.image}: image is {rgb.shape[1]}x{rgb.shape[0]} but the index says "
                              f"{record.width}x{record.height}; rebuild the index")
@@ -116,11 +118,14 @@ def export_cams(index_path: str | Path, shard_path: str | Path, model_path: str 
     skipped = len(records) - len(kept)
 
     model, _ = load_cam_model(model_path, map_location="cpu")
+    if model.num_classes != index.classes.num_object_classes:
+        raise ValueError(f"{model_path} was trained for {model.num_classes} object classes but "
+                         f"{index_path} has {index.classes.num_object_classes}; retrain it")
     model = model.to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     workers = max(0, min(int(params["num_workers"]), int(threads)))
-    loader = DataLoader(_ExportInputs(kept, params["export_scales"]), batch_size=None, shuffle=False,
+    loader = DataLoader(_ExportInputs(kept, params["export_scales"], index.image_reading), batch_size=None, shuffle=False,
                         num_workers=workers, pin_memory=dev.type == "cuda")
     started = time.perf_counter()
     bar = progress_bar(len(kept), 0, f"export-cams {Path(shard_path).stem}")

@@ -2,13 +2,13 @@
 
 L = L_img + alpha * L_pt (spec §1.3-1.4):
 
-* L_img: multilabel soft margin of the logits (mean over the 20 classes, then the batch).
+* L_img: multilabel soft margin of the logits (mean over the N classes, then the batch).
 * L_pt, per image: the mean over the classes present in its image-level label (C') of
   (1/|S|) sum_{s in S} (U_c(s) - G_c(s))^2, with S its surviving points and G_c(s) = 1 when
   point s has class c (points of other classes, and background points, are negatives).
   U_c is the CAM upsampled bilinearly (align_corners=False) to the network input size; it is
   only ever evaluated at the points, through ``grid_sample`` (spec §1.4), so no full-size
-  20-channel map is built.
+  N-channel map is built.
 * U form (decision D1): ``maxnorm`` (option A, default) = ReLU + per-class max over the
   stride-16 map (paper Eq. 2, the same normalisation as the exported maps), then upsampled;
   ``sigmoid`` (option B) = sigmoid of the upsampled raw CAM.
@@ -70,7 +70,7 @@ def point_loss(cam: torch.Tensor, labels: torch.Tensor, points: torch.Tensor, co
                input_hw: tuple[int, int], form: str = "maxnorm") -> tuple[torch.Tensor, int]:
     """Eq. 3-4 reduced over the batch as D12 says; returns (loss, images with >= 1 point).
 
-    cam: raw stride-16 CAM (B, 20, h, w); labels: (B, 20) image-level {0,1}.
+    cam: raw stride-16 CAM (B, N, h, w); labels: (B, N) image-level {0,1}.
     """
     cam = cam.float()
     batch, num_classes = cam.shape[:2]
@@ -82,8 +82,8 @@ def point_loss(cam: torch.Tensor, labels: torch.Tensor, points: torch.Tensor, co
         u = torch.sigmoid(sample_at_points(cam, points, input_hw))
     else:
         raise ValueError(f"unknown point loss form {form!r} (maxnorm or sigmoid)")
-    cls = points[..., 2].long()  # (B, P), 0 = background, 1..20 = object classes
-    target = F.one_hot(cls, num_classes + 1)[..., 1:].permute(0, 2, 1).float()  # (B, 20, P)
+    cls = points[..., 2].long()  # (B, P), 0 = background, 1..N = object classes
+    target = F.one_hot(cls, num_classes + 1)[..., 1:].permute(0, 2, 1).float()  # (B, N, P)
     valid = (torch.arange(points.shape[1], device=cam.device)[None, :] < counts[:, None]).float()
     n_points = valid.sum(dim=1)  # |S| per image
     per_class = ((u - target) ** 2 * valid[:, None, :]).sum(dim=2) / n_points.clamp(min=1)[:, None]

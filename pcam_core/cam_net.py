@@ -2,7 +2,7 @@
 
 Spec §1.1-1.2 (IRN's ``resnet50_cam.Net``): strides (2,2,2,1) without dilation, BatchNorm
 frozen everywhere (running statistics only) with its affine parameters training in
-layer3/4, stem/layer1/layer2 frozen and detached, and a bias-free 20-way 1x1 classifier.
+layer3/4, stem/layer1/layer2 frozen and detached, and a bias-free N-way 1x1 classifier (N = the dataset's object classes).
 Because the classifier is linear and bias-free, the logits are the spatial mean of the CAM
 (z_c = mean_x w_c^T f(x)), so one forward gives both the image loss and the point loss.
 
@@ -23,7 +23,8 @@ from torch import nn
 
 from pcam_core.backbone import IMAGENET_WEIGHT_FILES, build_resnet, feature_channels, stem
 
-NUM_CAM_CLASSES = 20  # object classes; index k <-> segmentation id k + 1 (spec §0.2)
+# Output k <-> segmentation id k + 1 (spec §0.2); the count N comes from the dataset index
+# at training and from the checkpoint afterwards.
 # Added to a class map's max before dividing (training option A §1.4, export §2.4): an
 # all-zero map stays 0 instead of NaN, and a real map's max becomes 1 - O(1e-5).
 MAXNORM_EPS = 1e-5
@@ -78,11 +79,12 @@ class CamNet(nn.Module):
     trainable with ordinary BatchNorm; the geometry and the classifier are unchanged.
     """
 
-    def __init__(self, depth: str = "resnet50", weights_path: str | Path | None = None,
-                 num_classes: int = NUM_CAM_CLASSES, frozen: bool = True):
+    def __init__(self, depth: str = "resnet50", weights_path: str | Path | None = None, *,
+                 num_classes: int, frozen: bool = True):
         super().__init__()
         self.depth = depth
         self.frozen = frozen
+        self.num_classes = num_classes
         self.backbone = build_resnet(depth, weights_path, layer4_stride=1, frozen_bn=frozen)
         channels = feature_channels(depth)["layer4"]
         # PyTorch's default conv init, as IRN (spec §1.2); no bias so that logits = mean CAM.
@@ -116,7 +118,7 @@ class CamNet(nn.Module):
         return self.classifier(features)
 
     def forward(self, x: torch.Tensor, with_cam: bool = False):
-        """Logits (B, 20); with ``with_cam`` also the raw stride-16 CAM (B, 20, h, w).
+        """Logits (B, N); with ``with_cam`` also the raw stride-16 CAM (B, N, h, w).
 
         Logits are the spatial mean of the raw CAM, i.e. exactly GAP then the classifier
         (the classifier is linear and bias-free), so the point loss costs no second pass.
@@ -141,7 +143,8 @@ class CamNet(nn.Module):
         return backbone, classifier
 
 
-def build_cam_net(params: dict[str, Any], weights_path: str | Path | None = None) -> CamNet:
+def build_cam_net(params: dict[str, Any], weights_path: str | Path | None = None, *,
+                  num_classes: int) -> CamNet:
     """A CamNet for a resolved ``cam:`` section.
 
     With ImageNet weights: IRN's network (frozen stem..layer2, frozen-stats BN). Without
@@ -155,7 +158,8 @@ def build_cam_net(params: dict[str, Any], weights_path: str | Path | None = None
     pretrained = bool(params.get("imagenet_weights"))
     if pretrained and not weights_path:
         raise ValueError("cam.imagenet_weights is true but no --weights file was given")
-    return CamNet(params["backbone"], weights_path if pretrained else None, frozen=pretrained)
+    return CamNet(params["backbone"], weights_path if pretrained else None, num_classes=num_classes,
+                  frozen=pretrained)
 
 
 def load_cam_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[CamNet, dict]:
@@ -166,7 +170,9 @@ def load_cam_model(path: str | Path, map_location: str | torch.device = "cpu") -
     saved = torch.load(path, map_location=map_location, weights_only=False)
     if not isinstance(saved, dict) or "state_dict" not in saved or "backbone" not in saved:
         raise ValueError(f"{path}: not a pcam train-cam output (expected state_dict and backbone)")
-    model = CamNet(saved["backbone"], frozen=saved.get("frozen", True))
+    # num_classes: the object classes of the dataset it was trained on (20 before pcam stored it).
+    model = CamNet(saved["backbone"], num_classes=int(saved.get("num_classes", 20)),
+                   frozen=saved.get("frozen", True))
     model.load_state_dict(saved["state_dict"])
     model.eval()
     return model, saved

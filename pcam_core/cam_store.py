@@ -1,8 +1,9 @@
 """HDF5 stores of exported class activation maps (one file per shard of images).
 
-Per image, one group named by the image id holding:
+Per image, one group named by the image id (percent-encoded: custom ids such as
+``plate1/tile_003`` hold '/', HDF5's path separator; VOC ids are unchanged) holding:
 
-* ``keys``     int64 (K,)   segmentation ids (1..20) of the channels, sorted. NOTE: IRN stores
+* ``keys``     int64 (K,)   segmentation ids (1..N) of the channels, sorted. NOTE: IRN stores
   0-based class indices here; we store the segmentation ids so that ``[0] + keys`` maps an
   argmax over [background plane; maps] straight to a label, with no +1 to forget.
 * ``cam``      float16 (K, ceil(H/4), ceil(W/4))  stride-4 maps (the random walk's seeds)
@@ -19,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
+from urllib.parse import quote, unquote
 
 import h5py
 import numpy as np
@@ -58,7 +60,7 @@ class CamStoreWriter:
         keys = np.asarray(list(keys), dtype=np.int64)
         if cam.shape[0] != len(keys) or high_res.shape[0] != len(keys):
             raise ValueError(f"{image_id}: {len(keys)} keys but maps of {cam.shape[0]} / {high_res.shape[0]} channels")
-        group = self._file.create_group(image_id)
+        group = self._file.create_group(quote(image_id, safe=""))
         group.create_dataset("keys", data=keys)
         for name, maps in (("cam", cam), ("high_res", high_res)):
             maps = np.asarray(maps, dtype=np.float16)
@@ -85,8 +87,8 @@ class CamStore:
                 f.close()
                 raise ValueError(f"{path}: not a pcam CAM store")
             self._files.append(f)
-            for image_id in f.keys():
-                self._where[image_id] = f
+            for name in f.keys():
+                self._where[unquote(name)] = f
 
     def ids(self) -> list[str]:
         return list(self._where)
@@ -99,7 +101,7 @@ class CamStore:
 
     def __getitem__(self, image_id: str) -> CamRecord:
         try:
-            group = self._where[image_id][image_id]
+            group = self._where[image_id][quote(image_id, safe="")]
         except KeyError:
             raise KeyError(f"image {image_id!r} is in none of the CAM stores") from None
         return CamRecord(keys=group["keys"][()],

@@ -66,8 +66,8 @@ def variant_alpha(variant: str, params: dict[str, Any]) -> float:
     return 0.0 if variant == "cam" else float(params["alpha"])
 
 
-def _fingerprint(variant: str, params: dict[str, Any], num_images: int) -> str:
-    return json.dumps({"variant": variant, "images": num_images,
+def _fingerprint(variant: str, params: dict[str, Any], num_images: int, class_names) -> str:
+    return json.dumps({"variant": variant, "images": num_images, "classes": list(class_names),
                        **{k: params[k] for k in _TRAINING_KEYS}}, sort_keys=True)
 
 
@@ -85,9 +85,12 @@ def train_cam(index_path: str | Path, variant: str, params: dict[str, Any], out:
     set_cpu_threads(threads)
     seed_everything(int(params["seed"]))
 
-    records = DatasetIndex.load(index_path).training_records()
-    dataset = CamTrainDataset(records, params["crop_size"], params["resize_long"],
-                              with_mask=(variant == "pcam_full" and alpha > 0))
+    index = DatasetIndex.load(index_path)
+    records = index.training_records()
+    num_classes = index.classes.num_object_classes
+    dataset = CamTrainDataset(records, params["crop_size"], params["resize_long"], num_classes,
+                              with_mask=(variant == "pcam_full" and alpha > 0),
+                              reading=index.image_reading)
     if dataset.without_mask:
         print(f"train-cam: {dataset.without_mask} of {len(records)} images have no GT mask and give "
               "no points in pcam_full", file=sys.stderr)
@@ -97,7 +100,7 @@ def train_cam(index_path: str | Path, variant: str, params: dict[str, Any], out:
         raise ValueError(f"no training steps: {len(dataset)} images, batch {batch_size}, "
                          f"{params['epochs']} epochs")
 
-    model = build_cam_net(params, weights).to(dev)
+    model = build_cam_net(params, weights, num_classes=num_classes).to(dev)
     backbone_params, classifier_params = model.param_groups()
     optimizer = torch.optim.SGD(
         [{"params": backbone_params, "lr": params["lr_backbone"]},
@@ -108,7 +111,7 @@ def train_cam(index_path: str | Path, variant: str, params: dict[str, Any], out:
         model = model.to(memory_format=torch.channels_last)
 
     checkpointer = Checkpointer(out, params["checkpoint_every"])
-    fingerprint = _fingerprint(variant, params, len(dataset))
+    fingerprint = _fingerprint(variant, params, len(dataset), index.classes.names)
     start_step = 0
     # CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest to the device.
     state = checkpointer.load(map_location="cpu")
@@ -177,6 +180,7 @@ def train_cam(index_path: str | Path, variant: str, params: dict[str, Any], out:
         "format": MODEL_FORMAT, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
         "backbone": params["backbone"], "frozen": model.frozen, "variant": variant, "alpha": alpha, "config": params,
         "steps": total_steps, "train_images": len(dataset),
+        "num_classes": num_classes, "classes": index.classes.to_json(),
     })
     summary = {"variant": variant, "steps": total_steps, "start_step": start_step,
                "seconds": round(seconds, 2), "train_images": len(dataset)}

@@ -1,10 +1,13 @@
 """The dataset index: the one contract every stage after the data stage reads.
 
-One JSON file per run (``results/<run>/data/index.json``) holding, per image id, its image
-path, size, split membership, image-level classes, valid clicks and ground-truth paths.
-JSON keeps it readable and diff-able; 12,031 VOC records load in about 0.1 s.
+One JSON file per run (``results/<run>/data/index.json``) holding the dataset's class list
+(names and colours, background first), how its images are read (``ImageReading``: the
+intensity window of 16-bit images, the background of transparent pixels) and, per image id,
+its image path, size (upright), split membership, image-level classes, valid clicks and
+ground-truth paths. JSON keeps it readable and diff-able; 12,031 VOC records load in about
+0.1 s.
 
-Classes are segmentation ids (1..20, never 0). Clicks are ``(cls, x, y, rank)`` with x the
+Classes are segmentation ids (1..N, never 0; N = ``index.classes.num_object_classes``). Clicks are ``(cls, x, y, rank)`` with x the
 column and y the row in original-image pixels; floats are kept as the annotators' file has
 them and the pixel hit is ``(int(y), int(x))`` (the pixel whose square contains the click).
 """
@@ -19,14 +22,17 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from pcam_core.atomic_output import write_text
+from pcam_core.class_list import ClassList
+from pcam_core.image_io import ImageReading
 
-INDEX_FORMAT = "pcam-dataset-index/1"
+# 2: the class list and the image-reading settings are part of the index.
+INDEX_FORMAT = "pcam-dataset-index/2"
 SPLITS = ("train", "val", "train_aug")
 
 
 @dataclass(frozen=True)
 class Click:
-    """One annotator click: class id (1..20), column x, row y, instance rank (1 = first)."""
+    """One annotator click: class id (1..N), column x, row y (upright image), rank (1 = first)."""
 
     cls: int
     x: float
@@ -44,14 +50,14 @@ class ImageRecord:
     """Everything the stages need to know about one image."""
 
     id: str
-    image: str  # path of the RGB image (JPEG in the VOC layout)
+    image: str  # path of the image file (JPEG in the VOC layout; any IMAGE_EXTENSIONS file in custom)
     height: int
     width: int
     splits: tuple[str, ...]
     classes: tuple[int, ...]  # image-level label: classes with >= 1 valid click (training)
     gt_classes: tuple[int, ...]  # classes present in the GT mask, () when there is no mask
     clicks: tuple[Click, ...] = field(default=())
-    gt_png: str | None = None  # VOC SegmentationClass palette PNG (evaluation ground truth)
+    gt_png: str | None = None  # label PNG (palette or single-channel ids): the evaluation ground truth
     gt_mat: str | None = None  # SBD cls/<id>.mat (extra full masks, only for "pcam_full")
 
     def export_classes(self) -> tuple[int, ...]:
@@ -68,7 +74,7 @@ class ImageRecord:
     def load_gt_mask(self) -> np.ndarray | None:
         """The full ground-truth mask (uint8, 255 = void): VOC PNG first, then SBD .mat."""
         if self.gt_png:
-            from pcam_core.voc_classes import read_label_png
+            from pcam_core.label_png import read_label_png
 
             return read_label_png(self.gt_png)
         if self.gt_mat:
@@ -79,18 +85,29 @@ class ImageRecord:
 
 
 class DatasetIndex:
-    """All records of a dataset plus its split lists (in file order)."""
+    """All records of a dataset plus its split lists (in file order), its class list and how
+    its images are read."""
 
     def __init__(self, records: Iterable[ImageRecord], splits: dict[str, list[str]],
-                 dataset: str, report: dict | None = None):
+                 dataset: str, classes: ClassList, report: dict | None = None,
+                 image_reading: ImageReading | None = None):
         self.records: dict[str, ImageRecord] = {r.id: r for r in records}
         self.splits = {name: list(ids) for name, ids in splits.items()}
         self.dataset = dataset
+        self.classes = classes
+        self.image_reading = image_reading or ImageReading()
         self.report = report or {}
         for name, ids in self.splits.items():
             missing = [i for i in ids if i not in self.records]
             if missing:
                 raise ValueError(f"split {name!r} lists ids with no record, e.g. {missing[:3]}")
+        top = classes.num_object_classes
+        for record in self.records.values():
+            bad = [c for c in (*record.classes, *record.gt_classes, *(k.cls for k in record.clicks))
+                   if not 1 <= c <= top]
+            if bad:
+                raise ValueError(f"image {record.id!r} names class ids {sorted(set(bad))} outside "
+                                 f"1..{top} of the class list")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -121,6 +138,8 @@ class DatasetIndex:
         return {
             "format": INDEX_FORMAT,
             "dataset": self.dataset,
+            "classes": self.classes.to_json(),
+            "image_reading": self.image_reading.to_json(),
             "splits": self.splits,
             "images": {
                 r.id: {
@@ -144,8 +163,9 @@ class DatasetIndex:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         if data.get("format") != INDEX_FORMAT:
-            raise ValueError(f"{path}: not a pcam dataset index (format {data.get('format')!r}, "
-                             f"expected {INDEX_FORMAT!r})")
+            raise ValueError(f"{path}: not a pcam dataset index of this version (format "
+                             f"{data.get('format')!r}, expected {INDEX_FORMAT!r}); rebuild it "
+                             "(delete it and run the workflow's data target)")
         records = [
             ImageRecord(
                 id=image_id, image=d["image"], height=d["height"], width=d["width"],
@@ -156,7 +176,15 @@ class DatasetIndex:
             )
             for image_id, d in data["images"].items()
         ]
-        return cls(records, data["splits"], data["dataset"], data.get("report"))
+        return cls(records, data["splits"], data["dataset"],
+                   ClassList.from_json(data["classes"], f"{path}: classes"), data.get("report"),
+                   ImageReading.from_json(data.get("image_reading")))
+
+    def read_image(self, record: ImageRecord):
+        """The record's image as uint8 RGB (H, W, 3), read as every stage reads it."""
+        from pcam_core.image_io import read_rgb
+
+        return read_rgb(record.image, self.image_reading)
 
 
 def read_shard_ids(path: str | Path) -> list[str]:

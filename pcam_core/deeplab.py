@@ -31,8 +31,8 @@ from torch import nn
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from pcam_core.backbone import BOTTLENECK_DEPTHS, build_resnet, feature_channels, stem
-from pcam_core.image_io import IMAGENET_MEAN, IMAGENET_STD
-from pcam_core.voc_classes import NUM_CLASSES, VOC_CLASSES
+from pcam_core.class_list import ClassList
+from pcam_core.image_io import IMAGENET_MEAN, IMAGENET_STD, ImageReading
 
 CHECKPOINT_FORMAT = "pcam-deeplab/1"
 # ASPP rates for output stride 16 (the DeepLabv3 paper doubles them to 12/24/36 at OS 8).
@@ -86,7 +86,7 @@ def _conv_bn_relu(in_channels: int, out_channels: int, kernel: int) -> nn.Sequen
 class DeepLabV3Plus(nn.Module):
     """DeepLabv3+ with a ResNet backbone at output stride 16; returns logits at input size."""
 
-    def __init__(self, depth: str = "resnet101", num_classes: int = NUM_CLASSES,
+    def __init__(self, depth: str = "resnet101", *, num_classes: int,
                  weights_path: str | Path | None = None):
         super().__init__()
         self.depth = depth
@@ -152,12 +152,25 @@ class DeepLabV3Plus(nn.Module):
                 {"params": head, "lr": lr, "name": "head"}]
 
 
-def checkpoint_payload(model: DeepLabV3Plus, **extra: Any) -> dict[str, Any]:
-    """What ``pcam predict`` needs and nothing else to know: weights, depth, classes, normalisation."""
+def checkpoint_payload(model: DeepLabV3Plus, classes: ClassList, image_reading: ImageReading,
+                       **extra: Any) -> dict[str, Any]:
+    """What ``pcam predict`` needs and nothing else to know: weights, depth, the dataset's
+    classes and colours, and how its images are read (16-bit window, alpha background)."""
+    if classes.num_classes != model.num_classes:
+        raise ValueError(f"{classes.num_classes} classes for a {model.num_classes}-class model")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return {"format": CHECKPOINT_FORMAT, "state_dict": state, "backbone": model.depth,
-            "num_classes": model.num_classes, "class_names": list(VOC_CLASSES[:model.num_classes]),
+            "num_classes": model.num_classes, "class_names": list(classes.names),
+            "class_colours": [list(c) for c in classes.colours],
+            "image_reading": image_reading.to_json(),
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), **extra}
+
+
+def checkpoint_classes(payload: dict[str, Any]) -> ClassList:
+    """The class list a checkpoint was trained on (default colours for older checkpoints)."""
+    names = payload["class_names"]
+    colours = payload.get("class_colours")
+    return ClassList.from_json({"names": names, **({"colours": colours} if colours else {})})
 
 
 def load_deeplab(path: str | Path, device: torch.device | str = "cpu"

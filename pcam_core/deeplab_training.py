@@ -35,8 +35,9 @@ from pcam_core.backbone import IMAGENET_WEIGHT_FILES
 from pcam_core.cli import json_object
 from pcam_core.dataset_index import DatasetIndex, ImageRecord
 from pcam_core.deeplab import LR_GROUPS, DeepLabV3Plus, checkpoint_payload
-from pcam_core.image_io import normalize, read_rgb, to_chw_tensor
-from pcam_core.voc_classes import IGNORE_INDEX, NUM_CLASSES, read_label_png
+from pcam_core.class_list import IGNORE_INDEX
+from pcam_core.image_io import ImageReading, normalize, read_rgb, to_chw_tensor
+from pcam_core.label_png import find_label_files, read_label_png
 
 # Keys of the ``deeplab:`` config section this command reads (the schema gives defaults).
 REQUIRED_PARAMS = ("backbone", "imagenet_weights", "iterations", "batch_size", "crop_size",
@@ -54,11 +55,11 @@ def find_pseudo_labels(label_dirs: Sequence[str | Path]) -> dict[str, Path]:
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"{directory}: pseudo-label folder not found")
-        for path in sorted(directory.glob("*.png")):
-            if path.stem in found:
-                raise ValueError(f"image {path.stem!r} has two pseudo labels: {found[path.stem]} and "
+        for image_id, path in find_label_files(directory).items():
+            if image_id in found:
+                raise ValueError(f"image {image_id!r} has two pseudo labels: {found[image_id]} and "
                                  f"{path}; shards must not overlap")
-            found[path.stem] = path
+            found[image_id] = path
     return found
 
 
@@ -114,8 +115,11 @@ class PseudoLabelDataset(Dataset):
     """Images + pseudo labels, indexed by (image index, sample seed) pairs from :class:`SamplePlan`."""
 
     def __init__(self, pairs: list[tuple[ImageRecord, Path]], crop_size: int,
-                 scale_range: Sequence[float], seed: int):
+                 scale_range: Sequence[float], seed: int, num_classes: int,
+                 reading: ImageReading | None = None):
         self.pairs = pairs
+        self.num_classes = num_classes
+        self.reading = reading
         self.crop_size = crop_size
         self.scale_range = tuple(scale_range)
         self.seed = seed
@@ -126,15 +130,15 @@ class PseudoLabelDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         item, position = key
         record, label_path = self.pairs[item]
-        rgb = read_rgb(record.image)
+        rgb = read_rgb(record.image, self.reading)
         label = read_label_png(label_path)
         if label.shape != rgb.shape[:2]:
             raise ValueError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but image "
                              f"{record.image} is {rgb.shape[1]}x{rgb.shape[0]}")
-        bad = (label >= NUM_CLASSES) & (label != IGNORE_INDEX)
+        bad = (label >= self.num_classes) & (label != IGNORE_INDEX)
         if bad.any():  # caught here, it names the file; in the loss it is an opaque index error
             raise ValueError(f"{label_path}: label values {sorted(set(label[bad].tolist()))[:5]} "
-                             f"are outside 0..{NUM_CLASSES - 1} and 255")
+                             f"are outside 0..{self.num_classes - 1} and 255")
         rng = np.random.default_rng([self.seed, position])
         image, label = random_scale_crop_flip(rgb, label, self.crop_size, self.scale_range, rng)
         return to_chw_tensor(image), torch.from_numpy(label.astype(np.int64))
@@ -166,7 +170,7 @@ class SamplePlan(Sampler):
 
 # ----------------------------------------------------------------------------- training
 def resume_fingerprint(params: dict[str, Any], pairs: list[tuple[ImageRecord, Path]],
-                       weights: str | Path | None) -> str:
+                       weights: str | Path | None, class_names=()) -> str:
     """What a side checkpoint must match to be resumed: the settings that change the result
     (not checkpoint_every / num_workers), the weight file, and each training image's label
     file (id, size, mtime), so labels regenerated upstream after a kill start a fresh run."""
@@ -175,8 +179,8 @@ def resume_fingerprint(params: dict[str, Any], pairs: list[tuple[ImageRecord, Pa
     for record, path in pairs:
         stat = path.stat()
         labels.append([record.id, stat.st_size, stat.st_mtime_ns])
-    text = json.dumps({"params": kept, "weights": str(weights or ""), "labels": labels},
-                      sort_keys=True)
+    text = json.dumps({"params": kept, "weights": str(weights or ""), "labels": labels,
+                       "classes": list(class_names)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -227,7 +231,8 @@ def train_deeplab(index: DatasetIndex, label_dirs: Sequence[str | Path], params:
               f"no pseudo label and are left out (e.g. {missing[:3]})")
 
     tl.seed_everything(seed)
-    model = DeepLabV3Plus(params["backbone"], weights_path=use_weights).to(dev)
+    model = DeepLabV3Plus(params["backbone"], num_classes=index.classes.num_classes,
+                          weights_path=use_weights).to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.param_groups(params["lr"], params["lr_groups"]),
@@ -238,7 +243,7 @@ def train_deeplab(index: DatasetIndex, label_dirs: Sequence[str | Path], params:
     checkpointer = tl.Checkpointer(out, params["checkpoint_every"])
     log = tl.TrainingLog(log_jsonl)
     start = 0
-    fingerprint = resume_fingerprint(params, pairs, use_weights)
+    fingerprint = resume_fingerprint(params, pairs, use_weights, index.classes.names)
     state = checkpointer.load(map_location="cpu")
     if state is not None and state.get("fingerprint") != fingerprint:
         print(f"train-deeplab: ignoring {checkpointer.side_file} (written with other settings, "
@@ -252,7 +257,8 @@ def train_deeplab(index: DatasetIndex, label_dirs: Sequence[str | Path], params:
     log.write({"event": "start", "step": start, "images": len(pairs),
                "missing_labels": len(missing), "device": str(dev), "params": params})
 
-    dataset = PseudoLabelDataset(pairs, params["crop_size"], params["scale_range"], seed)
+    dataset = PseudoLabelDataset(pairs, params["crop_size"], params["scale_range"], seed,
+                                 index.classes.num_classes, index.image_reading)
     workers = max(0, min(int(params["num_workers"]), int(threads)))
     loader = DataLoader(dataset, batch_size=batch_size,
                         sampler=SamplePlan(len(pairs), batch_size, start, total, seed),
@@ -276,7 +282,7 @@ def train_deeplab(index: DatasetIndex, label_dirs: Sequence[str | Path], params:
             images = images.contiguous(memory_format=torch.channels_last)
         with tl.autocast_for(dev):
             logits = model(images)
-        # fp32 loss: log-softmax over 21 classes in bf16 loses precision for confident pixels.
+        # fp32 loss: log-softmax over the classes in bf16 loses precision for confident pixels.
         loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"train-deeplab: loss is {loss.item()} at step {step}; "
@@ -309,7 +315,8 @@ def train_deeplab(index: DatasetIndex, label_dirs: Sequence[str | Path], params:
     report = {"iterations": total, "resumed_from": start, "images": len(pairs),
               "missing_labels": len(missing), "missing_label_ids": missing[:20],
               "seconds": round(seconds, 1), "device": str(dev)}
-    checkpointer.finish(checkpoint_payload(model, params=params, training=report))
+    checkpointer.finish(checkpoint_payload(model, index.classes, index.image_reading,
+                                           params=params, training=report))
     log.write({"event": "done", **{k: v for k, v in report.items() if k != "missing_label_ids"}})
     return report
 

@@ -31,7 +31,9 @@ from PIL import Image
 from scipy import ndimage
 
 from pcam_core.atomic_output import atomic_directory
-from pcam_core.voc_classes import IGNORE_INDEX, VOC_CLASSES, label_to_image
+from pcam_core.class_list import IGNORE_INDEX
+from pcam_core.label_png import label_to_image
+from pcam_core.voc_reader import VOC_CLASSES
 
 JPEG_QUALITY = 90
 MAX_IMAGES = 100_000

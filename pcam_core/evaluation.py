@@ -1,6 +1,6 @@
 """Semantic-segmentation scoring: one confusion matrix per split, IoU per class, mIoU.
 
-The protocol follows IRN (chainercv) and VainF (spec §7.1, pitfall 21): ONE 21x21 confusion
+The protocol follows IRN (chainercv) and VainF (spec §7.1, pitfall 21): ONE C x C confusion
 matrix accumulated over the whole split (rows = ground truth, columns = prediction), GT 255
 (void) ignored, a predicted 255 mapped to 0 (IRN does this before scoring), and
 mIoU = nanmean of the per-class IoUs, so a class absent from both GT and predictions does not
@@ -9,28 +9,32 @@ count. Per-image IoUs are never averaged.
 Metrics files (``write_metrics``):
 
 * JSON: ``title``, ``num_images``, ``miou`` and ``pixel_accuracy`` as fractions in [0, 1],
-  ``iou`` = {VOC class name: fraction or null (absent class)}, ``confusion_matrix`` (21 lists
-  of 21 pixel counts, rows = GT), plus any ``extra`` keys (e.g. split, thresholds).
-* Markdown: the same numbers in percent, one table with the 21 class names and the mean.
+  ``iou`` = {class name: fraction or null (absent class)}, ``confusion_matrix`` (C lists
+  of C pixel counts, rows = GT), plus any ``extra`` keys (e.g. split, thresholds).
+* Markdown: the same numbers in percent, one table with the class names and the mean.
+
+C = the dataset's classes including the background (21 for VOC), from the index. A split
+with no ground-truth mask is written as unscored: ``miou`` null and a ``note`` saying that
+mIoU needs masks (``write_unscored``), so a dataset without masks still runs end to end.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from pcam_core.atomic_output import write_text
-from pcam_core.voc_classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES, read_label_png
+from pcam_core.class_list import IGNORE_INDEX
+from pcam_core.label_png import find_label_files, read_label_png
 
 
 class ConfusionMatrix:
     """Pixel counts ``matrix[gt, pred]`` accumulated over any number of images."""
 
-    def __init__(self, num_classes: int = NUM_CLASSES):
+    def __init__(self, num_classes: int):
         self.num_classes = num_classes
         self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
         self.num_images = 0
@@ -90,10 +94,11 @@ def _number(value: float) -> float | None:
     return None if not np.isfinite(value) else float(value)
 
 
-def metrics_dict(cm: ConfusionMatrix, title: str, extra: dict | None = None) -> dict:
+def metrics_dict(cm: ConfusionMatrix, title: str, class_names, extra: dict | None = None) -> dict:
     """Everything worth keeping about one scoring run, JSON-ready."""
-    names = VOC_CLASSES if cm.num_classes == len(VOC_CLASSES) else tuple(
-        str(i) for i in range(cm.num_classes))
+    names = tuple(class_names)
+    if len(names) != cm.num_classes:
+        raise ValueError(f"{len(names)} class names for a {cm.num_classes}-class confusion matrix")
     result = {
         "title": title,
         "num_images": cm.num_images,
@@ -115,14 +120,24 @@ def _percent(value: float | None) -> str:
 
 
 def metrics_markdown(metrics: dict) -> str:
-    """Markdown report: one row of per-class IoU (percent) and the mean, VOC class order."""
+    """Markdown report: one row of per-class IoU (percent) and the mean, class-id order.
+
+    Many classes (30, 254) make a row too wide to read: past 25 the table is one row per class.
+    """
     names = list(metrics["iou"])
     lines = [f"# {metrics['title']}", ""]
+    if metrics.get("note"):
+        return "\n".join(lines + [metrics["note"]]) + "\n"
     lines.append(f"mIoU **{_percent(metrics['miou'])}** % over {metrics['num_images']} images; "
                  f"pixel accuracy {_percent(metrics['pixel_accuracy'])} %. "
                  "One confusion matrix over the split; void pixels ignored; "
                  "'—' = class absent from GT and predictions (left out of the mean).")
     lines.append("")
+    if len(names) > 25:
+        lines += ["| class | IoU |", "|---|---:|"]
+        lines += [f"| {n} | {_percent(metrics['iou'][n])} |" for n in names]
+        lines.append(f"| **mean** | {_percent(metrics['miou'])} |")
+        return "\n".join(lines) + "\n"
     lines.append("| " + " | ".join(names + ["mean"]) + " |")
     lines.append("|" + "---:|" * (len(names) + 1))
     values = [_percent(metrics["iou"][n]) for n in names] + [_percent(metrics["miou"])]
@@ -131,19 +146,31 @@ def metrics_markdown(metrics: dict) -> str:
 
 
 def write_metrics(json_path: str | Path, md_path: str | Path, cm: ConfusionMatrix, title: str,
-                  extra: dict | None = None) -> dict:
+                  class_names, extra: dict | None = None) -> dict:
     """Write the JSON and Markdown reports atomically; return the metrics dict."""
-    metrics = metrics_dict(cm, title, extra)
+    metrics = metrics_dict(cm, title, class_names, extra)
     write_text(json_path, json.dumps(metrics, indent=1) + "\n")
     write_text(md_path, metrics_markdown(metrics))
     return metrics
+
+
+def unscored_note(split: str) -> str:
+    return (f"not scored: no image of the {split} split has a ground-truth mask. mIoU needs masks; "
+            "add label PNGs for some images (dataset.masks) to score this stage.")
+
+
+def write_unscored(json_path: str | Path, md_path: str | Path, cm: ConfusionMatrix, title: str,
+                   class_names, split: str, extra: dict | None = None) -> dict:
+    """Metrics files for a split without ground truth: mIoU null and the reason, not an error."""
+    return write_metrics(json_path, md_path, cm, title, class_names,
+                         extra={"split": split, "note": unscored_note(split), **(extra or {})})
 
 
 # ------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index", required=True, help="dataset index.json")
     parser.add_argument("--split", required=True, choices=("train", "val", "train_aug"),
-                        help="split whose records with a VOC GT PNG are scored")
+                        help="split whose records with a ground-truth mask are scored")
     parser.add_argument("--pred-dirs", required=True, nargs="+",
                         help="directories holding <id>.png predictions (e.g. one per shard)")
     parser.add_argument("--out-json", required=True, help="metrics JSON")
@@ -155,28 +182,26 @@ def find_predictions(pred_dirs: list[str | Path]) -> dict[str, Path]:
     """Map image id -> prediction PNG; the first directory listing an id wins."""
     found: dict[str, Path] = {}
     for directory in pred_dirs:
-        directory = Path(directory)
-        if not directory.is_dir():
+        if not Path(directory).is_dir():
             raise FileNotFoundError(f"prediction directory {directory} does not exist")
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.name.endswith(".png") and entry.is_file():
-                    found.setdefault(entry.name[:-4], Path(entry.path))
+        for image_id, path in find_label_files(directory).items():
+            found.setdefault(image_id, path)
     return found
 
 
-def evaluate_split(index, split: str, pred_dirs: list[str | Path]) -> ConfusionMatrix:
-    """Score every record of ``split`` that has a GT PNG; a missing prediction is an error."""
+def evaluate_split(index, split: str, pred_dirs: list[str | Path]) -> ConfusionMatrix | None:
+    """Score every record of ``split`` that has a GT mask (None when none has); a missing
+    prediction is an error."""
     records = [r for r in index.split(split) if r.gt_png]
     if not records:
-        raise ValueError(f"split {split!r} has no image with a ground-truth PNG to score")
+        return None
     predictions = find_predictions(pred_dirs)
     missing = [r.id for r in records if r.id not in predictions]
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} of {len(records)} {split} images have no prediction in "
             f"{[str(d) for d in pred_dirs]}, e.g. {missing[:5]}")
-    cm = ConfusionMatrix()
+    cm = ConfusionMatrix(index.classes.num_classes)
     for record in records:
         gt = read_label_png(record.gt_png)
         pred_path = predictions[record.id]
@@ -197,7 +222,12 @@ def main(args: argparse.Namespace) -> int:
     index = DatasetIndex.load(args.index)
     cm = evaluate_split(index, args.split, args.pred_dirs)
     title = args.title or f"{Path(args.pred_dirs[0]).parent.name} on {args.split}"
-    metrics = write_metrics(args.out_json, args.out_md, cm, title,
+    if cm is None:
+        metrics = write_unscored(args.out_json, args.out_md, ConfusionMatrix(index.classes.num_classes),
+                                 title, index.classes.names, args.split, extra={"dataset": index.dataset})
+        print(f"{title}: {metrics['note']}")
+        return 0
+    metrics = write_metrics(args.out_json, args.out_md, cm, title, index.classes.names,
                             extra={"split": args.split, "dataset": index.dataset})
     print(f"{title}: mIoU {_percent(metrics['miou'])} % over {cm.num_images} images")
     return 0

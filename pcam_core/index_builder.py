@@ -16,27 +16,21 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from pcam_core.atomic_output import write_text
+from pcam_core.class_list import IGNORE_INDEX, ClassList
 from pcam_core.dataset_index import DatasetIndex, ImageRecord
-from pcam_core.voc_classes import IGNORE_INDEX, VOC_CLASSES, read_label_png
+from pcam_core.image_io import image_size
+from pcam_core.label_png import read_label_png
 from pcam_core.voc_reader import (load_click_json, read_sbd_mask, read_split_list,
-                                  train_aug_ids, validate_clicks)
+                                  train_aug_ids, validate_clicks, voc_class_list)
+
+DATASETS = ("demo", "voc2012", "custom")
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the file header, without decoding the pixels."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (OSError, SyntaxError) as error:
-        raise ValueError(f"{path}: cannot read image header ({error})") from error
-    return height, width
-
-
-def _classes_of(mask: np.ndarray) -> tuple[int, ...]:
+def classes_of(mask: np.ndarray) -> tuple[int, ...]:
+    """Object class ids present in a ground-truth mask (void and background excluded)."""
     values = np.unique(mask)
     return tuple(int(v) for v in values if 0 < v < IGNORE_INDEX)
 
@@ -99,11 +93,11 @@ def build_index(name: str, voc_root: str | Path, sbd_root: str | Path,
         records.append(ImageRecord(
             id=image_id, image=str(paths[image_id]), height=height, width=width,
             splits=tuple(split_names), classes=tuple(sorted({c.cls for c in valid})),
-            gt_classes=_classes_of(mask) if mask is not None else (), clicks=valid,
+            gt_classes=classes_of(mask) if mask is not None else (), clicks=valid,
             gt_png=str(gt_png) if gt_png else None, gt_mat=str(gt_mat) if gt_mat else None,
         ))
 
-    index = DatasetIndex(records, splits, dataset=name)
+    index = DatasetIndex(records, splits, dataset=name, classes=voc_class_list())
     index.report = data_report(index, click_report.as_dict(), dict(noise),
                                seconds=time.perf_counter() - start,
                                sources={"voc_root": str(voc_root), "sbd_root": str(sbd_root),
@@ -111,8 +105,13 @@ def build_index(name: str, voc_root: str | Path, sbd_root: str | Path,
     return index
 
 
-def data_report(index: DatasetIndex, clicks: dict, noise: dict, seconds: float, sources: dict) -> dict:
-    """Counts a user needs to trust the data: splits, quirks, points per image, noise."""
+def data_report(index: DatasetIndex, clicks: dict, noise: dict, seconds: float, sources: dict,
+                masks: dict | None = None,
+                split_note: str = "VOC val ids are never in train_aug") -> dict:
+    """Counts a user needs to trust the data: splits, quirks, points per image, noise.
+
+    ``masks`` holds the mask counts of the layout (VOC: VOC PNGs and SBD-only masks).
+    """
     train_aug = index.split("train_aug")
     per_image = np.array([len(r.clicks) for r in train_aug]) if train_aug else np.zeros(0)
     histogram = {str(k): int((per_image == k).sum()) for k in range(5)}
@@ -120,11 +119,15 @@ def data_report(index: DatasetIndex, clicks: dict, noise: dict, seconds: float, 
     left_out = [r.id for r in train_aug if not r.classes]
     disagree = sum(1 for r in index.records.values()
                    if r.gt_classes and r.classes and set(r.classes) != set(r.gt_classes))
+    if masks is None:
+        masks = {"images_with_voc_mask": sum(1 for r in index.records.values() if r.gt_png),
+                 "images_with_sbd_mask_only": sum(1 for r in index.records.values()
+                                                  if r.gt_mat and not r.gt_png)}
     return {
         "dataset": index.dataset,
         "sources": sources,
         "images": {name: len(ids) for name, ids in index.splits.items()},
-        "val_ids_removed_from_train_aug": "VOC val ids are never in train_aug",
+        "val_ids_removed_from_train_aug": split_note,
         "clicks": clicks,
         "points_per_image_train_aug": {
             "mean": float(per_image.mean()) if per_image.size else 0.0,
@@ -135,22 +138,41 @@ def data_report(index: DatasetIndex, clicks: dict, noise: dict, seconds: float, 
                                           "note": "left out of training (no image-level label)"},
         "click_noise": noise,
         "images_whose_click_classes_differ_from_gt_classes": disagree,
-        "images_with_voc_mask": sum(1 for r in index.records.values() if r.gt_png),
-        "images_with_sbd_mask_only": sum(1 for r in index.records.values() if r.gt_mat and not r.gt_png),
+        **masks,
         "build_seconds": round(seconds, 2),
     }
 
 
-def report_markdown(report: dict) -> str:
+# Click counts in the order the report lists them (VOC's quirks, then those of other formats).
+CLICK_COUNT_ROWS = (
+    ("clicks_in_file", "clicks in the file(s)"),
+    ("valid_clicks", "valid clicks"),
+    ("out_of_bounds", "out of bounds (x >= width or y >= height)"),
+    ("negative", "negative coordinate"),
+    ("unknown_class", "unknown class"),
+    ("malformed", "malformed entry"),
+    ("non_point_shape", "non-point shape (ignored)"),
+    ("image_not_found", "click for an image not in the dataset"),
+    ("empty_ids", "empty ids"),
+    ("missing_ids", "missing ids"),
+    ("ids_not_in_dataset", "ids not in dataset"),
+    ("images_without_clicks", "images without any click"),
+)
+
+
+def report_markdown(report: dict, classes: ClassList) -> str:
     clicks = report["clicks"]
     ppi = report["points_per_image_train_aug"]
     lines = [f"# Data report ({report['dataset']})", "",
              "| split | images |", "|---|---:|"]
     lines += [f"| {name} | {count:,} |" for name, count in report["images"].items()]
     lines += ["", "## Clicks", "", "| what | count |", "|---|---:|"]
-    for key in ("clicks_in_file", "valid_clicks", "out_of_bounds", "negative", "unknown_class",
-                "malformed", "empty_ids", "missing_ids", "ids_not_in_dataset"):
-        lines.append(f"| {key.replace('_', ' ')} | {clicks[key]:,} |")
+    for key, text in CLICK_COUNT_ROWS:
+        if key in clicks:
+            lines.append(f"| {text} | {clicks[key]:,} |")
+    if clicks.get("unknown_class_names"):
+        names = ", ".join(f"{name!r} ({count})" for name, count in clicks["unknown_class_names"].items())
+        lines.append(f"| unknown class names | {names} |")
     left = report["train_aug_without_valid_click"]
     lines.append(f"| train_aug images without a valid click (left out of training) | {left['count']:,} |")
     noise = report["click_noise"]
@@ -164,28 +186,56 @@ def report_markdown(report: dict) -> str:
               "|---|" + "---:|" * len(ppi["histogram"]),
               "| images | " + " | ".join(str(v) for v in ppi["histogram"].values()) + " |",
               "", "## Clicks per class", "", "| class | clicks |", "|---|---:|"]
-    lines += [f"| {VOC_CLASSES[int(k)]} | {v:,} |" for k, v in clicks["clicks_per_class"].items()]
+    lines += [f"| {classes.names[int(k)]} | {v:,} |" for k, v in clicks["clicks_per_class"].items()]
     if clicks.get("examples"):
         lines += ["", "Examples of images with each quirk:", ""]
         lines += [f"- {quirk.replace('_', ' ')}: {', '.join(ids)}" for quirk, ids in clicks["examples"].items()]
-    lines += ["", f"Built in {report['build_seconds']} s from {report['sources']['voc_root']}."]
+    sources = ", ".join(f"{k} {v}" for k, v in report["sources"].items() if v)
+    lines += ["", f"Built in {report['build_seconds']} s from {sources}."]
     return "\n".join(lines) + "\n"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--name", required=True, choices=["demo", "voc2012"], help="dataset name")
-    parser.add_argument("--voc-root", required=True, help=".../VOCdevkit/VOC2012")
-    parser.add_argument("--sbd-root", required=True, help=".../benchmark_RELEASE/dataset")
-    parser.add_argument("--points", required=True, help="the click JSON (pascal2012_trainval_main.json)")
+    from pcam_core.cli import json_object
+
+    parser.add_argument("--name", required=True, choices=DATASETS,
+                        help="demo / voc2012 (VOC layout + 'What's the point' JSON) or custom (your own "
+                             "images, classes and clicks)")
+    parser.add_argument("--voc-root", help="demo/voc2012: .../VOCdevkit/VOC2012")
+    parser.add_argument("--sbd-root", help="demo/voc2012: .../benchmark_RELEASE/dataset")
+    parser.add_argument("--points", help="demo/voc2012: the click JSON (pascal2012_trainval_main.json)")
+    parser.add_argument("--params", type=json_object, default={},
+                        help="custom: the config's dataset section as JSON (images, classes, clicks, "
+                             "clicks_format, clicks_class_column, masks, val, val_fraction)")
+    parser.add_argument("--image-reading", type=json_object, default={},
+                        help="the config's dataset.image_reading section as JSON (how 16-bit and "
+                             "transparent images become 8-bit RGB)")
     parser.add_argument("--out", required=True, help="index.json to write")
     parser.add_argument("--report-json", required=True, help="data report (JSON)")
     parser.add_argument("--report-md", required=True, help="data report (Markdown)")
 
 
 def main(args) -> int:
-    index = build_index(args.name, args.voc_root, args.sbd_root, args.points)
+    from pcam_core.image_io import ImageReading
+
+    reading = ImageReading.from_json(args.image_reading)
+    if args.name == "custom":
+        from pcam_core.custom_dataset import build_custom_index
+
+        quiet = bool(os.environ.get("PCAM_NO_PROGRESS"))
+        index = build_custom_index(
+            args.params, reading,
+            progress=lambda items, desc: tqdm(items, desc=desc, disable=quiet, mininterval=10))
+    else:
+        missing = [flag for flag, value in (("--voc-root", args.voc_root), ("--sbd-root", args.sbd_root),
+                                            ("--points", args.points)) if not value]
+        if missing:
+            raise SystemExit(f"pcam build-index --name {args.name} needs {', '.join(missing)}")
+        index = build_index(args.name, args.voc_root, args.sbd_root, args.points)
+        index.image_reading = reading
     index.save(args.out)
     write_text(args.report_json, json.dumps(index.report, indent=1) + "\n")
-    write_text(args.report_md, report_markdown(index.report))
-    print(report_markdown(index.report))
+    markdown = report_markdown(index.report, index.classes)
+    write_text(args.report_md, markdown)
+    print(markdown)
     return 0

@@ -1,4 +1,4 @@
-"""Affinity-label mining (IRN's ``cam_to_ir_label``, spec §3): CAMs -> IR labels {0..20, 255}.
+"""Affinity-label mining (IRN's ``cam_to_ir_label``, spec §3): CAMs -> IR labels {0..N, 255}.
 
 Per train_aug image: two thresholded argmax maps of the full-resolution CAMs (a high
 foreground threshold and a low background one), each cleaned by a dense CRF on the raw
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pcam_core.voc_classes import IGNORE_INDEX
+from pcam_core.class_list import IGNORE_INDEX
 
 # Reference dense-CRF settings (IRN imutils.crf_inference_label; spec §3.3).
 CRF_GT_PROB = 0.7           # probability given to the thresholded label in the unary
@@ -79,7 +79,7 @@ def combine(fg: np.ndarray, bg: np.ndarray) -> np.ndarray:
 def ir_label(rgb: np.ndarray, high_res: np.ndarray, keys: np.ndarray, params: dict) -> np.ndarray:
     """IR label map (uint8 H x W, values in {0} U keys U {255}) of one image.
 
-    ``keys`` are segmentation ids (1..20) of the K channels of ``high_res`` (K >= 1).
+    ``keys`` are segmentation ids (1..N) of the K channels of ``high_res`` (K >= 1).
     """
     if len(keys) == 0:
         raise ValueError("ir_label needs at least one class")
@@ -99,24 +99,26 @@ def ir_label(rgb: np.ndarray, high_res: np.ndarray, keys: np.ndarray, params: di
 _WORKER: dict = {}
 
 
-def _init_worker(cam_path: str, params: dict) -> None:
+def _init_worker(cam_path: str, params: dict, reading: dict) -> None:
     """Per process: open the CAM store once and keep the stage parameters."""
     from pcam_core.cam_store import CamStore
+    from pcam_core.image_io import ImageReading
 
     _WORKER["store"] = CamStore(cam_path)
     _WORKER["params"] = params
+    _WORKER["reading"] = ImageReading.from_json(reading)
 
 
 def _mine_one(job: tuple[str, str, str]) -> str:
     """Mine and write one image's IR label; returns 'written' or the skip reason."""
     from pcam_core.image_io import read_rgb
-    from pcam_core.voc_classes import write_label_png
+    from pcam_core.label_png import write_label_png
 
     image_id, image_path, out_path = job
     record = _WORKER["store"][image_id]
     if len(record.keys) == 0:
         return "no_classes"
-    rgb = read_rgb(image_path)
+    rgb = read_rgb(image_path, _WORKER["reading"])
     write_label_png(out_path, ir_label(rgb, record.high_res, record.keys, _WORKER["params"]))
     return "written"
 
@@ -136,7 +138,7 @@ def _capped_thread_env():
                 os.environ[k] = v
 
 
-def _worker_pool(workers: int, cam_path: str, params: dict) -> ProcessPoolExecutor:
+def _worker_pool(workers: int, cam_path: str, params: dict, reading: dict) -> ProcessPoolExecutor:
     """Process pool from a fork server that has the worker modules imported already.
 
     Not plain fork: the parent has torch and h5py loaded and possibly threads running.
@@ -149,7 +151,7 @@ def _worker_pool(workers: int, cam_path: str, params: dict) -> ProcessPoolExecut
     else:
         context = multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                               initargs=(cam_path, params))
+                               initargs=(cam_path, params, reading))
 
 
 def mine_shard(index_path: str | Path, shard_path: str | Path, cam_path: str | Path,
@@ -172,7 +174,7 @@ def mine_shard(index_path: str | Path, shard_path: str | Path, cam_path: str | P
         jobs = [(i, index[i].image, str(tmp / f"{i}.png")) for i in in_store]
         bar = progress_bar(len(jobs), 0, "mine IR labels")
         if threads == 1 or len(jobs) <= 1:
-            _init_worker(str(cam_path), params)
+            _init_worker(str(cam_path), params, index.image_reading.to_json())
             try:
                 for job in jobs:
                     counts[_mine_one(job)] += 1
@@ -180,7 +182,8 @@ def mine_shard(index_path: str | Path, shard_path: str | Path, cam_path: str | P
             finally:
                 _WORKER.pop("store").close()
         else:
-            with _capped_thread_env(), _worker_pool(min(threads, len(jobs)), str(cam_path), params) as pool:
+            with _capped_thread_env(), _worker_pool(min(threads, len(jobs)), str(cam_path), params,
+                                                   index.image_reading.to_json()) as pool:
                 # chunks amortise the IPC; small enough that the workers stay balanced.
                 chunk = max(1, min(16, len(jobs) // (4 * threads)))
                 for status in pool.map(_mine_one, jobs, chunksize=chunk):

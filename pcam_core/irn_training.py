@@ -26,12 +26,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from pcam_core import path_index as pidx
 from pcam_core.dataset_index import DatasetIndex, ImageRecord
-from pcam_core.image_io import normalize, read_rgb, resize_label, resize_rgb, to_chw_tensor
+from pcam_core.image_io import ImageReading, normalize, read_rgb, resize_label, resize_rgb, to_chw_tensor
 from pcam_core.irnet import IRNetBoundary, save_irnet
 from pcam_core.training_loop import (Checkpointer, TrainingLog, apply_poly_lr, pick_device,
                                      progress_bar, restore_rng_state, rng_state,
                                      seed_everything, set_cpu_threads)
-from pcam_core.voc_classes import IGNORE_INDEX, read_label_png
+from pcam_core.class_list import IGNORE_INDEX
+from pcam_core.label_png import find_label_files, read_label_png
 
 # Stabiliser inside the logs, IRN's value: -log(a + 1e-5) stays finite at a = 0.
 LOG_EPS = 1e-5
@@ -78,8 +79,10 @@ def augment(rgb: np.ndarray, label: np.ndarray, params: dict,
 class IrnTrainingSet(Dataset):
     """Items are addressed by (epoch, sample) so that augmentation is reproducible."""
 
-    def __init__(self, records: list[ImageRecord], label_paths: list[Path], params: dict):
+    def __init__(self, records: list[ImageRecord], label_paths: list[Path], params: dict,
+                 reading: ImageReading | None = None):
         self.records = records
+        self.reading = reading
         self.label_paths = label_paths
         self.params = params
         self.seed = int(params["seed"])
@@ -91,7 +94,7 @@ class IrnTrainingSet(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         epoch, i = key
         rng = np.random.default_rng([self.seed, epoch, i])
-        image, label = augment(read_rgb(self.records[i].image), read_label_png(self.label_paths[i]),
+        image, label = augment(read_rgb(self.records[i].image, self.reading), read_label_png(self.label_paths[i]),
                                self.params, rng)
         bg_pos, fg_pos, neg = pidx.affinity_labels(pidx.downsample_label(label), self.path_index)
         # bool masks: a quarter of float32's bytes through the worker queues (24 MB per
@@ -114,8 +117,7 @@ def find_ir_labels(index: DatasetIndex, label_dirs: list[str | Path]) -> tuple[l
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"{directory}: IR label directory not found")
-        for path in directory.glob("*.png"):
-            found[path.stem] = path
+        found.update(find_label_files(directory))
     records, paths, missing = [], [], 0
     for record in index.split("train_aug"):
         if record.id in found:
@@ -200,7 +202,7 @@ def train_irn(index_path: str | Path, label_dirs: list[str | Path], params: dict
     print(f"train-irn: {len(records)} images ({missing} train_aug images without an IR label), "
           f"{total_steps} steps of {batch_size} on {device}", file=sys.stderr)
 
-    dataset = IrnTrainingSet(records, label_paths, params)
+    dataset = IrnTrainingSet(records, label_paths, params, index.image_reading)
     path_index = dataset.path_index
     # The remaining batches of every epoch, in order: one loader, so workers start once.
     first_epoch = step // steps_per_epoch

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 IGNORE_LABEL = 255
-NUM_LABELS = 21  # segmentation ids 0..20
 
 
 class PathIndex:
@@ -193,9 +192,10 @@ def affinity_labels(label4, path_index: PathIndex) -> tuple[torch.Tensor, torch.
     if label4.dim() != 2:
         raise ValueError(f"label map must be 2-D, got shape {tuple(label4.shape)}")
     label4 = label4.long()
-    bad = ((label4 >= NUM_LABELS) & (label4 != IGNORE_LABEL)) | (label4 < 0)
+    # Any class count: ids 0..254 are classes, 255 is void; only a non-uint8 value is wrong.
+    bad = (label4 > IGNORE_LABEL) | (label4 < 0)
     if bad.any():
-        raise ValueError(f"label map holds values outside 0..20 and 255: "
+        raise ValueError(f"label map holds values outside 0..255: "
                          f"{torch.unique(label4[bad]).tolist()[:10]}")
     h, w = label4.shape
     src, dst = path_index.pair_indices(h, w)

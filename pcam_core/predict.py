@@ -3,14 +3,19 @@
 Two modes:
 
 * user mode: ``pcam predict --checkpoint model.pt IMG_OR_DIR ... --out-dir DIR [--overlay]``
-  writes ``DIR/<stem>.png`` (VOC palette PNG, full resolution) and, with ``--overlay``,
-  ``DIR/<stem>_overlay.jpg`` (the class colours blended over the image). Folders are read
-  non-recursively; files ending in .jpg/.jpeg/.png/.bmp/.webp are taken, in sorted order.
+  writes ``DIR/<stem>.png`` (palette PNG in the training dataset's class colours, full
+  resolution) and, with ``--overlay``, ``DIR/<stem>_overlay.jpg`` (the class colours blended
+  over the image). Folders are read non-recursively; files ending in
+  .jpg/.jpeg/.png/.tif/.tiff/.bmp/.webp are taken, in sorted order. Images are read exactly
+  as the training data was (the checkpoint carries the dataset's ``ImageReading``: 16-bit
+  intensity window, alpha background) and upright (EXIF orientation applied), so the label
+  maps are in the upright frame a person sees.
   An unreadable image stops the run with an error naming it, unless ``--skip-unreadable``
   is given: then it is counted, named in the final message, and skipped.
 * pipeline mode: ``pcam predict --checkpoint model.pt --index index.json --shard ids.txt
-  --split val --out-dir DIR`` predicts the shard's images that belong to the split as
-  ``DIR/<id>.png``; DIR is written as a whole (temp folder + rename), so a killed job leaves
+  --split val --out-dir DIR`` predicts the shard's images that belong to the split (``all``:
+  every image of the shard; ``--ids FILE`` keeps only the listed ids) as ``DIR/<id>.png``
+  (ids with '/' make sub-folders); DIR is written as a whole (temp folder + rename), so a killed job leaves
   no half-filled folder behind.
 
 Inference follows the paper's protocol (spec §6.6): full-resolution input, single scale, no
@@ -33,11 +38,10 @@ from torch.utils.data import DataLoader, Dataset
 from pcam_core import training_loop as tl
 from pcam_core.atomic_output import atomic_directory, atomic_path
 from pcam_core.dataset_index import DatasetIndex, read_shard_ids
-from pcam_core.deeplab import load_deeplab
-from pcam_core.image_io import read_rgb
-from pcam_core.voc_classes import label_to_image, write_label_png
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from pcam_core.deeplab import checkpoint_classes, load_deeplab
+from pcam_core.image_io import IMAGE_EXTENSIONS, ImageReading, read_rgb
+from pcam_core.image_io import image_size as header_size
+from pcam_core.label_png import label_to_image, write_label_png
 # Weight of the class colour over object pixels in the overlay; background pixels keep the
 # photo, so the overlay reads as "what was found" rather than a darkened picture.
 OVERLAY_ALPHA = 0.5
@@ -73,11 +77,9 @@ def collect_images(inputs: Sequence[str | Path]) -> list[tuple[str, Path]]:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the file header, without decoding the pixels."""
+    """(height, width) of the upright image from the file header, without decoding the pixels."""
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-        return height, width
+        return header_size(path)
     except FileNotFoundError:
         raise UnreadableImage(f"{path}: image file not found") from None
     except (OSError, SyntaxError, ValueError) as error:
@@ -99,8 +101,8 @@ def group_by_size(sizes: dict[str, tuple[int, int]], batch_size: int) -> list[li
 class _BatchDecoder(Dataset):
     """Decodes one same-size batch per item (in DataLoader workers when there are any)."""
 
-    def __init__(self, batches: list[list[str]], paths: dict[str, Path]):
-        self.batches, self.paths = batches, paths
+    def __init__(self, batches: list[list[str]], paths: dict[str, Path], reading: ImageReading):
+        self.batches, self.paths, self.reading = batches, paths, reading
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -109,7 +111,7 @@ class _BatchDecoder(Dataset):
         out = []
         for name in self.batches[i]:
             try:
-                out.append((name, read_rgb(self.paths[name]), None))
+                out.append((name, read_rgb(self.paths[name], self.reading), None))
             except (OSError, ValueError) as error:
                 out.append((name, None, str(error)))
         return out
@@ -121,9 +123,10 @@ def _as_is(batch):
 
 
 # ----------------------------------------------------------------------------- prediction
-def overlay_image(rgb: np.ndarray, label: np.ndarray, alpha: float = OVERLAY_ALPHA) -> Image.Image:
+def overlay_image(rgb: np.ndarray, label: np.ndarray, alpha: float = OVERLAY_ALPHA,
+                  palette: list[int] | None = None) -> Image.Image:
     """Class colours blended over the photo on object pixels (label 1..254)."""
-    colour = np.asarray(label_to_image(label).convert("RGB"), np.float32)
+    colour = np.asarray(label_to_image(label, palette).convert("RGB"), np.float32)
     weight = np.where((label > 0) & (label < 255), alpha, 0.0)[..., None].astype(np.float32)
     blended = rgb.astype(np.float32) * (1 - weight) + colour * weight
     return Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
@@ -152,6 +155,8 @@ def predict_files(checkpoint: str | Path, images: list[tuple[str, Path]], out_di
     """Predict every (name, path) into ``out_dir/<name>.png``; returns counts and skipped files."""
     dev = tl.pick_device(device)
     model, payload = load_deeplab(checkpoint, dev)
+    palette = checkpoint_classes(payload).palette()
+    reading = ImageReading.from_json(payload.get("image_reading"))
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     paths = dict(images)
@@ -164,7 +169,7 @@ def predict_files(checkpoint: str | Path, images: list[tuple[str, Path]], out_di
                 raise
             skipped.append(str(error))
     batches = group_by_size(sizes, max(1, batch_size))
-    loader = DataLoader(_BatchDecoder(batches, paths), batch_size=None, shuffle=False,
+    loader = DataLoader(_BatchDecoder(batches, paths, reading), batch_size=None, shuffle=False,
                         num_workers=max(0, workers) if len(batches) > 1 else 0,
                         collate_fn=_as_is)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -182,28 +187,51 @@ def predict_files(checkpoint: str | Path, images: list[tuple[str, Path]], out_di
         if good:
             labels = predict_batch(model, [rgb for _, rgb in good], payload["mean"], payload["std"], dev)
             for (name, rgb), label in zip(good, labels):
-                write_label_png(out_dir / f"{name}.png", label)
+                write_label_png(out_dir / f"{name}.png", label, palette)
                 if overlay:
                     with atomic_path(out_dir / f"{name}_overlay.jpg") as tmp:
-                        overlay_image(rgb, label).save(tmp, format="JPEG", quality=OVERLAY_JPEG_QUALITY)
+                        overlay_image(rgb, label, palette=palette).save(
+                            tmp, format="JPEG", quality=OVERLAY_JPEG_QUALITY)
                 written += 1
         bar.update(len(batch))
     bar.close()
     return {"written": written, "skipped": skipped, "device": str(dev)}
 
 
-def shard_images(index: DatasetIndex, shard: str | Path, split: str) -> list[tuple[str, Path]]:
-    """(id, image path) of the shard's images that belong to ``split``, in shard order."""
-    members = set(index.splits.get(split, []))
-    if split not in index.splits:
-        raise KeyError(f"unknown split {split!r}; the index has {sorted(index.splits)}")
+def shard_images(index: DatasetIndex, shard: str | Path, split: str,
+                 only: set[str] | None = None) -> list[tuple[str, Path]]:
+    """(id, image path) of the shard's images that belong to ``split`` ("all": every image),
+    restricted to ``only`` when given, in shard order."""
+    if split == "all":
+        members = set(index.records)
+    elif split in index.splits:
+        members = set(index.splits[split])
+    else:
+        raise KeyError(f"unknown split {split!r}; the index has {sorted(index.splits)} (or use 'all')")
+    if only is not None:
+        members &= only
     return [(i, Path(index[i].image)) for i in read_shard_ids(shard) if i in members]
+
+
+def read_id_file(path: str | Path, index: DatasetIndex) -> set[str]:
+    """Ids listed in a file (one per line, '#' comments); an id the index lacks is an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: id list not found")
+    ids = set()
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        text = line.split("#", 1)[0].strip()
+        if text and text not in index.records:
+            raise ValueError(f"{path}:{number}: {text!r} is not an image id of the dataset")
+        if text:
+            ids.add(text)
+    return ids
 
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
-                        help="image files or folders (jpg, jpeg, png, bmp, webp; not recursive)")
+                        help="image files or folders (jpg, jpeg, png, tif, tiff, bmp, webp; not recursive)")
     parser.add_argument("--checkpoint", required=True, help="model.pt written by train-deeplab")
     parser.add_argument("--out-dir", required=True, help="output folder: <name>.png label maps")
     parser.add_argument("--overlay", action="store_true",
@@ -218,7 +246,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pipeline = parser.add_argument_group("pipeline mode (used by the workflow)")
     pipeline.add_argument("--index", help="dataset index.json (instead of INPUTs)")
     pipeline.add_argument("--shard", help="shard list of image ids (with --index)")
-    pipeline.add_argument("--split", default="val", help="predict the shard's images of this split")
+    pipeline.add_argument("--split", default="val",
+                          help="predict the shard's images of this split ('all': every image)")
+    pipeline.add_argument("--ids", default=None,
+                          help="a file of image ids: predict only these (with --index)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -226,7 +257,9 @@ def main(args: argparse.Namespace) -> int:
     if args.index or args.shard:
         if not (args.index and args.shard) or args.inputs:
             raise SystemExit("pcam predict: pipeline mode takes --index and --shard and no INPUTs")
-        images = shard_images(DatasetIndex.load(args.index), args.shard, args.split)
+        index = DatasetIndex.load(args.index)
+        only = read_id_file(args.ids, index) if args.ids else None
+        images = shard_images(index, args.shard, args.split, only)
         context = atomic_directory(args.out_dir)
     else:
         if not args.inputs:

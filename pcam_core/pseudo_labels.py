@@ -22,10 +22,9 @@ from pcam_core import random_walk
 from pcam_core.atomic_output import atomic_directory
 from pcam_core.cam_store import CamStore
 from pcam_core.dataset_index import DatasetIndex, read_shard_ids
-from pcam_core.image_io import read_rgb
 from pcam_core.irnet import IRNetBoundary, infer_boundary, load_irnet
 from pcam_core.training_loop import pick_device, progress_bar, set_cpu_threads
-from pcam_core.voc_classes import write_label_png
+from pcam_core.label_png import write_label_png
 
 DEFAULTS = {"beta": 12, "exp_times": 8, "radius": 5, "bg_threshold": 0.30}
 
@@ -104,17 +103,26 @@ def random_walk_shard(index_path: str | Path, shard_path: str | Path, cam_path: 
     with CamStore(cam_path) as store, atomic_directory(out_dir) as tmp, \
             ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
         todo = [i for i in ids if i in store]
-        counts["not_in_store"] = len(ids) - len(todo)
+        # The export skips images without any class (an empty tile: no object in its mask and
+        # no click); background is the only label they can have, and scoring needs one.
+        empty = [i for i in ids if i not in store and not index[i].export_classes()]
+        counts["not_in_store"] = len(ids) - len(todo) - len(empty)
+        counts["no_classes"] += len(empty)
         # Similar sizes side by side keep the padding of each walk batch small.
         todo.sort(key=lambda i: (index[i].height, index[i].width))
+        palette = index.classes.palette()  # pseudo labels open in the dataset's own colours
+        for image_id in empty:
+            write_label_png(tmp / f"{image_id}.png",
+                            np.zeros((index[image_id].height, index[image_id].width), np.uint8), palette)
+            counts["written"] += 1
 
         def load(image_id: str):
             record = store[image_id]
-            return read_rgb(index[image_id].image), record.cam, record.keys
+            return index.read_image(index[image_id]), record.cam, record.keys
 
         def write(ids_and_labels):
             for image_id, label in ids_and_labels:
-                write_label_png(tmp / f"{image_id}.png", label)
+                write_label_png(tmp / f"{image_id}.png", label, palette)
 
         # Decode the next image and its CAMs, and write finished PNGs, while the device
         # works (h5py, PIL and zlib release the GIL).

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from pcam_core.path_index import PathIndex, affinity_from_boundary
-from pcam_core.voc_classes import NUM_CLASSES
+from pcam_core.class_list import MAX_OBJECT_CLASSES
 
 METHODS = ("auto", "shift", "csr")
 
@@ -246,14 +246,14 @@ def labels_from_propagated(propagated: torch.Tensor, keys, height: int, width: i
     Bilinear x4 upsample (align_corners=False), top-left crop, ONE global max normalisation
     over all classes and pixels, a constant background plane ``bg_threshold`` in front, argmax
     (ties go to background, the first plane), then ``[0] + keys`` maps indices to segmentation
-    ids. ``keys`` are the segmentation ids (1..20) of the K maps.
+    ids. ``keys`` are the segmentation ids (1..N, N <= 254) of the K maps.
     """
     keys = [int(k) for k in np.asarray(keys).reshape(-1)]
     if propagated.dim() != 3 or propagated.shape[0] != len(keys):
         raise ValueError(f"propagated must be (K, h, w) with K = {len(keys)} keys, got "
                          f"{tuple(propagated.shape)}")
-    if any(not 0 < k < NUM_CLASSES for k in keys):
-        raise ValueError(f"keys must be segmentation ids 1..{NUM_CLASSES - 1}, got {keys}")
+    if any(not 0 < k <= MAX_OBJECT_CLASSES for k in keys):
+        raise ValueError(f"keys must be segmentation ids 1..{MAX_OBJECT_CLASSES}, got {keys}")
     k_maps, h, w = propagated.shape
     if 4 * h < height or 4 * w < width:
         raise ValueError(f"a {h}x{w} stride-4 grid cannot cover a {height}x{width} image")

@@ -8,7 +8,9 @@ Reads, per variant ``v`` of ``R = results/<run>``, the metrics JSON files writte
     R/v/deeplab/metrics_val.json          Table 3 (DeepLabv3+ trained on the pseudo labels)
 
 A missing file is shown as "—" and listed under Notes; nothing is dropped silently. A file
-that exists but cannot be read is an error (it means a stage wrote something broken).
+that exists but cannot be read is an error (it means a stage wrote something broken). A
+split without ground-truth masks is written unscored by the evaluation (mIoU null and a
+note); the summary shows "—", says that mIoU needs masks and where the outputs are.
 
 Ordering checks (the paper's claims, in the form the demo can test): CAM < PCAM on Table 1,
 each map < its refined map (Table 1 -> 2), and final >= refined - 0.03 (Table 2 -> 3).
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pcam_core.atomic_output import write_text
-from pcam_core.voc_classes import VOC_CLASSES
+from pcam_core.voc_reader import VOC_CLASSES  # the paper's Table 4 columns only
 
 SUMMARY_FORMAT = "pcam-summary/1"
 SPLITS = ("train", "val")
@@ -96,7 +98,7 @@ def collect(results_dir: Path, variants: list[str]) -> tuple[dict, dict, list[st
                     notes.append(f"missing: {path}")
                     table[variant][stage][split] = None
                     continue
-                if data["miou"] is None:
+                if data["miou"] is None and not data.get("note"):
                     notes.append(f"{path}: no scored pixels (mIoU undefined)")
                 table[variant][stage][split] = data["miou"]
                 if stage == "final" and isinstance(data.get("iou"), dict):
@@ -104,11 +106,23 @@ def collect(results_dir: Path, variants: list[str]) -> tuple[dict, dict, list[st
     return table, per_class, notes
 
 
+def unscored_splits(results_dir: Path, variants: list[str]) -> list[str]:
+    """Splits whose metrics say they were not scored (no ground-truth mask)."""
+    found = []
+    for variant in variants:
+        for stage, (_, splits, _) in STAGES.items():
+            for split in splits:
+                data = read_metrics(metrics_path(results_dir, variant, stage, split))
+                if data is not None and data.get("note") and split not in found:
+                    found.append(split)
+    return found
+
+
 def _check(name: str, values: dict[str, float | None], passed) -> dict[str, Any]:
     if any(v is None for v in values.values()):
         absent = [k for k, v in values.items() if v is None]
         return {"check": name, "status": "not evaluated", "values": values,
-                "detail": f"missing {', '.join(absent)}"}
+                "detail": f"no mIoU for {', '.join(absent)}"}
     return {"check": name, "status": "pass" if passed(values) else "fail", "values": values}
 
 
@@ -145,8 +159,16 @@ def _paper(value: float | None) -> str:
 def summary_markdown(report: dict[str, Any]) -> str:
     with_paper = report["paper"] is not None
     lines = [f"# pcam summary — run `{report['run']}` (dataset {report['dataset']})", "",
-             "mIoU in percent: one confusion matrix over each split, 21 classes, void ignored. "
-             "'—' = not available (see Notes)."]
+             f"mIoU in percent: one confusion matrix over each split, {report['num_classes']} "
+             "classes (background included), void ignored. '—' = not available (see Notes)."]
+    if report["unscored_splits"]:
+        lines += ["", f"**No mIoU for {' and '.join(report['unscored_splits'])}: mIoU needs ground-truth "
+                  "masks, and no image of that split has one.** Every stage still ran: the pseudo "
+                  "labels are in `<variant>/pseudo/`, the DeepLab model is "
+                  "`<variant>/deeplab/model.pt` and its predictions are in "
+                  "`<variant>/deeplab/predictions/` (val) and `<variant>/deeplab/predict/` "
+                  "(the `predict` target). Add label PNGs for a few images (`dataset.masks`) "
+                  "to score the stages."]
     if with_paper:
         lines.append("Columns marked *paper* are QUOTED from the PCAM paper (PASCAL VOC 2012), "
                      "not measured by this run.")
@@ -194,9 +216,17 @@ def summary_markdown(report: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- command
-def build_summary(results_dir: str | Path, variants: list[str], dataset: str) -> dict[str, Any]:
+def build_summary(results_dir: str | Path, variants: list[str], dataset: str,
+                  num_classes: int | None = None) -> dict[str, Any]:
     results_dir = Path(results_dir)
     table, per_class, notes = collect(results_dir, variants)
+    unscored = unscored_splits(results_dir, variants)
+    if num_classes is None:  # from any metrics file: its confusion matrix is C x C
+        for variant in variants:
+            data = read_metrics(metrics_path(results_dir, variant, "cam", "val")) or {}
+            if data.get("iou"):
+                num_classes = len(data["iou"])
+                break
     paper = None
     if dataset == "voc2012":
         paper = {"source": PAPER_SOURCE, "units": "percent (as printed in the paper)",
@@ -206,6 +236,7 @@ def build_summary(results_dir: str | Path, variants: list[str], dataset: str) ->
                  "table4_mean_percent": PAPER_TABLE4_MEAN_PERCENT}
     return {"format": SUMMARY_FORMAT, "run": results_dir.name, "dataset": dataset,
             "units": "miou values are fractions in [0, 1]; paper values are percent",
+            "num_classes": num_classes, "unscored_splits": unscored,
             "miou": table, "per_class_final": per_class, "checks": ordering_checks(table),
             "notes": notes, "paper": paper}
 
@@ -213,7 +244,7 @@ def build_summary(results_dir: str | Path, variants: list[str], dataset: str) ->
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", required=True, help="results/<run_name>")
     parser.add_argument("--variants", nargs="+", required=True, help="variants to tabulate")
-    parser.add_argument("--dataset", required=True, choices=("demo", "voc2012"),
+    parser.add_argument("--dataset", required=True, choices=("demo", "voc2012", "custom"),
                         help="voc2012 adds the paper's numbers beside ours")
     parser.add_argument("--out-md", required=True, help="summary Markdown")
     parser.add_argument("--out-json", required=True, help="summary JSON")

@@ -18,10 +18,26 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from pcam_core.class_list import ClassList
 from pcam_core.dataset_index import Click
-from pcam_core.voc_classes import NUM_OBJECT_CLASSES, read_label_png
+from pcam_core.label_png import read_label_png
+
+# The 21 PASCAL VOC segmentation classes (background, then the 20 objects alphabetically):
+# the class list of the voc2012 and demo datasets. Only this reader and the summary's quoted
+# paper columns know these names; every stage takes its classes from the dataset index.
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)
+NUM_OBJECT_CLASSES = len(VOC_CLASSES) - 1  # 20: "What's the point" cls ids are 1..20
 
 read_voc_mask = read_label_png
+
+
+def voc_class_list() -> ClassList:
+    """VOC's classes with the VOC colour map (the colours of VOC's own ground-truth PNGs)."""
+    return ClassList.from_names(VOC_CLASSES)
 
 
 def read_split_list(path: str | Path) -> list[str]:

@@ -8,7 +8,8 @@ import numpy as np
 from PIL import Image
 
 from pcam_core.dataset_index import Click, DatasetIndex, ImageRecord
-from pcam_core.voc_classes import write_label_png
+from pcam_core.label_png import write_label_png
+from pcam_core.voc_reader import voc_class_list
 
 
 def make_tiny_index(root: Path, num_train: int = 6, num_val: int = 2, size: tuple[int, int] = (40, 52),
@@ -48,7 +49,7 @@ def make_tiny_index(root: Path, num_train: int = 6, num_val: int = 2, size: tupl
         for s in record_splits:
             splits[s].append(image_id)
     path = root / "index.json"
-    DatasetIndex(records, splits, "tiny").save(path)
+    DatasetIndex(records, splits, "tiny", voc_class_list()).save(path)
     return path
 
 

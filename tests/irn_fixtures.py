@@ -14,7 +14,8 @@ from PIL import Image
 
 from pcam_core.cam_store import CamStoreWriter
 from pcam_core.dataset_index import DatasetIndex, ImageRecord
-from pcam_core.voc_classes import label_to_image
+from pcam_core.label_png import label_to_image
+from pcam_core.voc_reader import voc_class_list
 
 COLOURS = {3: (230, 200, 30), 8: (40, 190, 60), 12: (40, 80, 220)}
 
@@ -60,7 +61,8 @@ def make_data(root: Path, sizes=((37, 53), (130, 70), (48, 48), (64, 40)),
         cam = np.pad(cam, ((0, 0), (0, (h + 3) // 4 - cam.shape[1]), (0, (w + 3) // 4 - cam.shape[2])), mode="edge")
         if n not in not_stored:
             store.append((image_id, cls, cam, high_res))
-    index = DatasetIndex(records, {split: [r.id for r in records]}, dataset="test")
+    index = DatasetIndex(records, {split: [r.id for r in records]}, dataset="test",
+                         classes=voc_class_list())
     index.save(root / "index.json")
     (root / "shard.txt").write_text("".join(f"{r.id}\n" for r in records))
     with CamStoreWriter(root / "cams.h5") as writer:

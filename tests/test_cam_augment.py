@@ -94,7 +94,7 @@ def test_flip_then_crop_exact_and_dropped_when_cropped_away():
 def test_dataset_items_and_resumable_sampler(tmp_path):
     index = DatasetIndex.load(make_tiny_index(tmp_path, num_train=5, num_val=1))
     records = index.training_records()
-    ds = CamTrainDataset(records, 32, (30, 40), with_mask=True)
+    ds = CamTrainDataset(records, 32, (30, 40), 20, with_mask=True)
     sampler = ResumableBatchSampler(len(ds), 2, steps_for(len(ds), 2, 3), seed=0)
     batches = list(sampler)
     assert len(batches) == 6 and all(len(b) == 2 for b in batches)

@@ -18,7 +18,7 @@ from cam_tiny_data import TINY_PARAMS, make_tiny_index
 
 def _random_model(path, seed=0):
     torch.manual_seed(seed)
-    net = CamNet("resnet18")
+    net = CamNet("resnet18", num_classes=20)
     torch.save({"state_dict": net.state_dict(), "backbone": "resnet18", "config": TINY_PARAMS}, path)
     return net.eval()
 
@@ -59,7 +59,7 @@ def test_export_invariants_and_round_trip(exported, capsys):
 def test_compute_maps_matches_a_direct_reference():
     """One scale by hand: ReLU, flip SUM, stride-16-span resize + crop, max-normalisation."""
     torch.manual_seed(3)
-    net = CamNet("resnet18").eval()
+    net = CamNet("resnet18", num_classes=20).eval()
     rgb = np.random.default_rng(0).integers(0, 255, size=(37, 51, 3), dtype=np.uint8)
     x = scaled_inputs(rgb, [1.0])[0]
     cam, high_res = compute_maps(net, [x], (37, 51), [2, 7], torch.device("cpu"))

@@ -9,7 +9,7 @@ from pcam_core.cam_net import CamNet, resolve_cam_params
 @pytest.fixture(scope="module")
 def net():
     torch.manual_seed(0)
-    return CamNet("resnet18")
+    return CamNet("resnet18", num_classes=20)
 
 
 def test_feature_sizes_500x375(net):
@@ -34,7 +34,7 @@ def test_logits_are_the_mean_cam(net):
 
 def test_frozen_parts_get_no_gradient_and_bn_stats_stay():
     torch.manual_seed(0)
-    net = CamNet("resnet18")
+    net = CamNet("resnet18", num_classes=20)
     net.train()
     before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
     logits, cam = net(torch.randn(2, 3, 64, 64), with_cam=True)
@@ -65,7 +65,7 @@ def test_from_scratch_net_trains_every_layer_with_batch_norm():
     from pcam_core.cam_net import build_cam_net
 
     torch.manual_seed(0)
-    net = build_cam_net(resolve_cam_params({"imagenet_weights": False}))
+    net = build_cam_net(resolve_cam_params({"imagenet_weights": False}), num_classes=20)
     assert not net.frozen and net.frozen_modules() == []
     net.train()
     before = net.backbone.bn1.running_mean.clone()
@@ -76,4 +76,4 @@ def test_from_scratch_net_trains_every_layer_with_batch_norm():
     backbone, _ = net.param_groups()
     assert len(backbone) == len(list(net.backbone.parameters()))
     with pytest.raises(ValueError, match="no --weights"):
-        build_cam_net(resolve_cam_params({"imagenet_weights": True}))
+        build_cam_net(resolve_cam_params({"imagenet_weights": True}), num_classes=20)

@@ -10,7 +10,7 @@ from pcam_core.deeplab import ASPP_RATES, DeepLabV3Plus, build_dilated_resnet
 @pytest.fixture(scope="module")
 def resnet18_model():
     torch.manual_seed(0)
-    return DeepLabV3Plus("resnet18").eval()
+    return DeepLabV3Plus("resnet18", num_classes=21).eval()
 
 
 def test_output_stride_16_shapes_at_513(resnet18_model):

@@ -15,7 +15,9 @@ from pcam_core.deeplab import load_deeplab
 from pcam_core.deeplab_training import (SamplePlan, find_pseudo_labels, random_scale_crop_flip,
                                         train_deeplab)
 from pcam_core.image_io import IMAGENET_MEAN, IMAGENET_STD
-from pcam_core.voc_classes import VOC_CLASSES, write_label_png
+from pcam_core.label_png import write_label_png
+from pcam_core.voc_reader import VOC_CLASSES
+from pcam_core.voc_reader import voc_class_list
 
 PARAMS = {"backbone": "resnet18", "imagenet_weights": False, "iterations": 6, "batch_size": 2,
           "crop_size": 32, "scale_range": [0.5, 1.5], "lr": 0.007, "momentum": 0.9,
@@ -43,7 +45,8 @@ def tiny_data(tmp_path_factory):
             label = np.zeros((h, w), np.uint8)
             label[h // 4:, : w // 2] = 1 + i % 2
             write_label_png(root / "pseudo" / f"{i % 2}-of-2" / f"{image_id}.png", label)
-    index = DatasetIndex(records, {"train_aug": train_aug, "val": ["img5"]}, dataset="demo")
+    index = DatasetIndex(records, {"train_aug": train_aug, "val": ["img5"]}, dataset="demo",
+                         classes=voc_class_list())
     index.save(root / "index.json")
     return root, index, [root / "pseudo" / "0-of-2", root / "pseudo" / "1-of-2"]
 

@@ -8,13 +8,15 @@ import pytest
 from pcam_core.cli import main as pcam_main
 from pcam_core.dataset_index import DatasetIndex, ImageRecord
 from pcam_core.evaluation import ConfusionMatrix, metrics_dict, write_metrics
-from pcam_core.voc_classes import VOC_CLASSES, write_label_png
+from pcam_core.label_png import write_label_png
+from pcam_core.voc_reader import VOC_CLASSES
+from pcam_core.voc_reader import voc_class_list
 
 
 def test_void_pixels_are_ignored():
     gt = np.array([[0, 1], [255, 255]], dtype=np.uint8)
     pred = np.array([[0, 1], [1, 2]], dtype=np.uint8)  # wrong only where GT is void
-    cm = ConfusionMatrix()
+    cm = ConfusionMatrix(21)
     cm.update(gt, pred)
     assert cm.matrix.sum() == 2
     assert cm.miou() == 1.0
@@ -22,7 +24,7 @@ def test_void_pixels_are_ignored():
 
 
 def test_void_only_image_changes_nothing():
-    cm = ConfusionMatrix()
+    cm = ConfusionMatrix(21)
     cm.update(np.array([[0, 1, 1]]), np.array([[0, 1, 0]]))
     before = cm.matrix.copy()
     cm.update(np.full((4, 4), 255, np.uint8), np.full((4, 4), 3, np.uint8))
@@ -33,7 +35,7 @@ def test_hand_computed_iou_and_absent_classes():
     # GT: 3 background, 3 class 1. Prediction: one class-1 pixel called background.
     gt = np.array([[0, 0, 0, 1, 1, 1]])
     pred = np.array([[0, 0, 0, 0, 1, 1]])
-    cm = ConfusionMatrix()
+    cm = ConfusionMatrix(21)
     cm.update(gt, pred)
     iou = cm.iou()
     assert iou[0] == pytest.approx(3 / 4)  # TP 3, FP 1, FN 0
@@ -44,7 +46,7 @@ def test_hand_computed_iou_and_absent_classes():
 
 
 def test_class_only_predicted_counts_as_zero():
-    cm = ConfusionMatrix()
+    cm = ConfusionMatrix(21)
     cm.update(np.array([[0, 0]]), np.array([[0, 5]]))
     assert cm.iou()[5] == 0.0
     assert cm.miou() == pytest.approx((1 / 2 + 0) / 2)
@@ -53,19 +55,19 @@ def test_class_only_predicted_counts_as_zero():
 def test_perfect_prediction_scores_one():
     rng = np.random.default_rng(0)
     gt = rng.integers(0, 21, size=(30, 40)).astype(np.uint8)
-    cm = ConfusionMatrix()
+    cm = ConfusionMatrix(21)
     cm.update(gt, gt.copy())
     assert cm.miou() == 1.0 and cm.pixel_accuracy() == 1.0
 
 
 def test_predicted_255_counts_as_background():
-    cm = ConfusionMatrix()
+    cm = ConfusionMatrix(21)
     cm.update(np.array([[0, 1]]), np.array([[255, 255]]))
     assert cm.matrix[0, 0] == 1 and cm.matrix[1, 0] == 1
 
 
 def test_invalid_inputs_are_errors():
-    cm = ConfusionMatrix()
+    cm = ConfusionMatrix(21)
     with pytest.raises(ValueError, match="shape"):
         cm.update(np.zeros((2, 3)), np.zeros((3, 2)))
     with pytest.raises(ValueError, match="outside"):
@@ -77,7 +79,7 @@ def test_invalid_inputs_are_errors():
 
 def test_matches_direct_numpy_computation():
     rng = np.random.default_rng(1)
-    cm = ConfusionMatrix()
+    cm = ConfusionMatrix(21)
     gts, preds = [], []
     for _ in range(3):
         gt = rng.integers(0, 21, size=(17, 23))
@@ -102,9 +104,9 @@ def test_matches_direct_numpy_computation():
 
 
 def test_metrics_files(tmp_path):
-    cm = ConfusionMatrix()
+    cm = ConfusionMatrix(21)
     cm.update(np.array([[0, 1]]), np.array([[0, 1]]))
-    metrics = write_metrics(tmp_path / "m.json", tmp_path / "m.md", cm, "Test run",
+    metrics = write_metrics(tmp_path / "m.json", tmp_path / "m.md", cm, "Test run", VOC_CLASSES,
                             extra={"split": "val"})
     data = json.loads((tmp_path / "m.json").read_text())
     assert data == metrics
@@ -115,7 +117,7 @@ def test_metrics_files(tmp_path):
     md = (tmp_path / "m.md").read_text()
     assert all(name in md for name in VOC_CLASSES) and "100.0" in md
     with pytest.raises(ValueError, match="clash"):
-        metrics_dict(cm, "t", extra={"miou": 0})
+        metrics_dict(cm, "t", VOC_CLASSES, extra={"miou": 0})
 
 
 def _make_index(tmp_path, ids_sizes):
@@ -132,14 +134,15 @@ def _make_index(tmp_path, ids_sizes):
                                    gt_png=str(path)))
     records.append(ImageRecord(id="no_gt", image="unused.jpg", height=5, width=5,
                                splits=("val",), classes=(1,), gt_classes=()))
-    index = DatasetIndex(records, {"val": list(ids_sizes) + ["no_gt"]}, dataset="test")
+    index = DatasetIndex(records, {"val": list(ids_sizes) + ["no_gt"]}, dataset="test",
+                         classes=voc_class_list())
     index.save(tmp_path / "index.json")
     return gts
 
 
 def test_cli_scores_predictions_across_dirs(tmp_path):
     gts = _make_index(tmp_path, {"a": (6, 8), "b": (5, 7), "c": (4, 4)})
-    expected = ConfusionMatrix()
+    expected = ConfusionMatrix(21)
     for k, (image_id, gt) in enumerate(gts.items()):
         pred = gt.copy()
         pred[1:, 0] = 0

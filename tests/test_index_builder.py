@@ -2,6 +2,7 @@
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +11,10 @@ from PIL import Image
 
 from pcam_core.dataset_index import DatasetIndex
 from pcam_core.demo_dataset import make_demo
+from pcam_core.image_io import ImageReading
 from pcam_core.index_builder import build_index, report_markdown
-from pcam_core.voc_classes import write_label_png
+from pcam_core.label_png import write_label_png
+from pcam_core.voc_reader import VOC_CLASSES, voc_class_list
 
 
 def _layout(root):
@@ -64,7 +67,7 @@ def test_splits_records_and_quirk_counts(tmp_path):
     assert (clicks["out_of_bounds"], clicks["negative"], clicks["unknown_class"]) == (1, 1, 1)
     assert (clicks["empty_ids"], clicks["missing_ids"], clicks["ids_not_in_dataset"]) == (1, 1, 1)
     assert index.report["train_aug_without_valid_click"]["count"] == 2
-    assert "unknown class" in report_markdown(index.report)
+    assert "unknown class" in report_markdown(index.report, index.classes)
 
 
 def test_missing_image_is_an_error_naming_it(tmp_path):
@@ -89,7 +92,7 @@ def test_index_of_12k_images_loads_fast(tmp_path):
     index = build_index("voc2012", voc, sbd, points)
     template = index["t1"]
     records = [template.__class__(**{**template.__dict__, "id": f"2008_{i:06d}"}) for i in range(12031)]
-    big = DatasetIndex(records, {"train_aug": [r.id for r in records]}, "voc2012")
+    big = DatasetIndex(records, {"train_aug": [r.id for r in records]}, "voc2012", voc_class_list())
     big.save(tmp_path / "big.json")
     start = time.perf_counter()
     DatasetIndex.load(tmp_path / "big.json")
@@ -114,3 +117,17 @@ def test_demo_dataset_is_deterministic_and_readable(tmp_path):
     sbd_only = [r for r in index.records.values() if r.gt_mat and not r.gt_png]
     assert sbd_only and all(255 not in r.load_gt_mask() for r in sbd_only)
     assert index.report["clicks"]["valid_clicks"] > 0
+
+
+def test_voc_index_unchanged_apart_from_the_class_list(tmp_path):
+    """The index of the tiny VOC layout equals the one pcam wrote before the class list
+    became data (tests/data/, recorded from that code), apart from the added keys."""
+    voc, sbd, points = _layout(tmp_path)
+    data = json.loads(json.dumps(build_index("voc2012", voc, sbd, points).to_json())
+                      .replace(str(tmp_path), "<root>"))
+    before = json.loads((Path(__file__).parent / "data/voc_tiny_index_before_class_list.json").read_text())
+    assert data.pop("format") == "pcam-dataset-index/2" and before.pop("format") == "pcam-dataset-index/1"
+    assert data.pop("classes")["names"] == list(VOC_CLASSES)
+    assert data.pop("image_reading") == ImageReading().to_json()
+    data["report"].pop("build_seconds")
+    assert data == before

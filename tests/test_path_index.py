@@ -164,4 +164,4 @@ def test_affinity_labels_hand_counted():
 
 def test_affinity_labels_reject_unknown_values():
     with pytest.raises(ValueError, match="outside"):
-        affinity_labels(np.full((5, 5), 30, np.uint8), PathIndex(2))
+        affinity_labels(np.full((5, 5), 300, np.int64), PathIndex(2))

@@ -8,14 +8,17 @@ from PIL import Image
 from pcam_core.cli import main as pcam_main
 from pcam_core.dataset_index import DatasetIndex, ImageRecord
 from pcam_core.deeplab import DeepLabV3Plus, checkpoint_payload
+from pcam_core.image_io import ImageReading
 from pcam_core.predict import group_by_size
+from pcam_core.voc_reader import voc_class_list
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    torch.save(checkpoint_payload(DeepLabV3Plus("resnet18")), path)
+    torch.save(checkpoint_payload(DeepLabV3Plus("resnet18", num_classes=21), voc_class_list(),
+                                  ImageReading()), path)
     return path
 
 
@@ -72,7 +75,8 @@ def test_pipeline_mode_predicts_the_shard_split(checkpoint, tmp_path):
     records = [ImageRecord(id=i, image=str(tmp_path / "img" / f"{i}.jpg"), height=h, width=w,
                            splits=(s,), classes=(), gt_classes=())
                for i, h, w, s in (("v1", 33, 45, "val"), ("t1", 20, 20, "train_aug"))]
-    DatasetIndex(records, {"val": ["v1"], "train_aug": ["t1"]}, "demo").save(tmp_path / "index.json")
+    DatasetIndex(records, {"val": ["v1"], "train_aug": ["t1"]}, "demo", voc_class_list()).save(
+        tmp_path / "index.json")
     (tmp_path / "shard.txt").write_text("t1\nv1\n")
     out = tmp_path / "pred" / "0-of-1"
     pcam_main(["predict", "--checkpoint", str(checkpoint), "--index", str(tmp_path / "index.json"),

@@ -9,7 +9,7 @@ import torch
 from irn_fixtures import make_data
 from pcam_core import pseudo_labels
 from pcam_core.irnet import IRNetBoundary, save_irnet
-from pcam_core.voc_classes import read_label_png
+from pcam_core.label_png import read_label_png
 
 PARAMS = {"beta": 12, "exp_times": 3, "radius": 5, "bg_threshold": 0.30}
 
