@@ -20,6 +20,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "make-demo": ("pcam_core.demo_dataset", "generate the demo dataset (VOC layout + clicks)"),
+    "make-example": ("pcam_core.example_dataset",
+                     "generate the custom-layout example (16-bit microscopy tiles, clicks in six formats)"),
     "download": ("pcam_core.download", "download a file with resume and MD5 check, optionally extract it"),
     "build-index": ("pcam_core.index_builder", "build the dataset index and the data report"),
     "make-shards": ("pcam_core.shards", "split the image list into shard lists"),
