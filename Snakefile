@@ -6,6 +6,7 @@
 # Run the demo:      snakemake --cores all --resources gpu=1
 # Paper's setting:   snakemake --cores all --resources gpu=1 --configfile config_voc2012.yaml
 # Only the data:     snakemake data --cores all --resources gpu=1
+# Predict images:    snakemake predict --cores all --resources gpu=1  (config predict.images)
 # All real code lives in the pcam_core package; each rule is one `pcam <command>` call.
 
 from snakemake.utils import min_version
@@ -33,3 +34,4 @@ rule all:
     default_target: True
     input:
         rules.summary.output,
+        predict_targets() if config["predict"]["images"] else [],

@@ -4,6 +4,8 @@
 import hashlib
 import importlib.util
 import json
+import os
+import shlex
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -43,9 +45,9 @@ IRN_MINING_KEYS = ["fg_threshold", "bg_threshold", "crf", "crf_iterations"]
 
 # The pcam_core modules each stage runs. Their source hash goes into the stage's params, so
 # editing one reruns exactly the stages that use it (Snakemake does not track imported code).
-SHARED_MODULES = ["atomic_output", "dataset_index", "image_io", "voc_classes", "cli"]
+SHARED_MODULES = ["atomic_output", "dataset_index", "image_io", "class_list", "label_png", "cli"]
 STAGE_MODULES = {
-    "data": ["demo_dataset", "voc_reader", "index_builder", "download"],
+    "data": ["demo_dataset", "voc_reader", "index_builder", "download", "custom_dataset", "click_formats"],
     "shards": ["shards"],
     "train_cam": [
         "cam_net", "cam_loss", "cam_augment", "cam_training", "backbone", "training_loop", "voc_reader",
@@ -60,7 +62,7 @@ STAGE_MODULES = {
     "evaluate": ["evaluation"],
     "train_deeplab": ["deeplab", "deeplab_training", "backbone", "training_loop"],
     "predict": ["predict", "deeplab", "backbone", "training_loop"],
-    "summary": ["summary"],
+    "summary": ["summary", "voc_reader"],
 }
 _PACKAGE_DIR = Path(importlib.util.find_spec("pcam_core").origin).parent
 
@@ -116,9 +118,12 @@ def data_roots():
 
 
 def data_inputs(wildcards):
-    """What build_index waits for: the generated demo, or the downloads not given by path."""
+    """What build_index waits for: the demo, the downloads not given by path, or the user's files."""
     if DATASET == "demo":
         return [f"{R}/data/dataset"]
+    if DATASET == "custom":
+        d = config["dataset"]
+        return [d[key] for key in ("images", "clicks", "masks", "val") if d[key]]
     d = config["dataset"]
     needed = []
     if not d["voc_root"]:
@@ -128,6 +133,65 @@ def data_inputs(wildcards):
     if not d["points"]:
         needed.append(f"resources/whats_the_point/{d['points_member']}")
     return needed
+
+
+CUSTOM_KEYS = ["images", "classes", "clicks", "clicks_format", "clicks_class_column", "masks",
+               "val", "val_fraction"]
+
+
+def check_custom_dataset():
+    """Missing keys of a custom dataset are named before any job starts."""
+    d = config["dataset"]
+    missing = [key for key in ("images", "classes", "clicks") if not d[key]]
+    if missing:
+        raise ValueError(f"dataset.name is custom: set dataset.{', dataset.'.join(missing)} in the config "
+                         "(see the README section 'Your own data')")
+
+
+def source_fingerprint():
+    """A hash of the name, size and mtime of every file under the custom dataset's paths.
+
+    Snakemake sees a folder input change only when its own mtime does (a file added at its
+    top level), not when a nested image, mask or click file is edited; this goes into the
+    index's params so that any such edit rebuilds the index (and so reruns what follows).
+    """
+    if DATASET != "custom":
+        return ""
+    digest = hashlib.sha256()
+    for key in ("images", "clicks", "masks", "val"):
+        root = config["dataset"][key]
+        if not root or not os.path.exists(root):
+            continue
+        paths = [root] if os.path.isfile(root) else sorted(
+            os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names)
+        for path in paths:
+            stat = os.stat(path)
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def build_index_args():
+    """The dataset-specific arguments of `pcam build-index`."""
+    if DATASET == "custom":
+        check_custom_dataset()
+        d = config["dataset"]
+        params = json.dumps({k: d[k] for k in CUSTOM_KEYS}, sort_keys=True)
+        return f"--params {shlex.quote(params)}"
+    roots = data_roots()
+    return " ".join(f"--{flag} {shlex.quote(roots[key])}" for flag, key in
+                    (("voc-root", "voc_root"), ("sbd-root", "sbd_root"), ("points", "points")))
+
+
+def predict_ids_file():
+    """config predict.images as a list file ([] for "" and "all")."""
+    images = config["predict"]["images"]
+    return [] if images in ("", "all") else [images]
+
+
+def predict_targets():
+    """Prediction folders of the `predict` target (all shards of every variant)."""
+    return [p for variant in VARIANTS
+            for p in gather.shard(f"{R}/{variant}/deeplab/predict/{{scatteritem}}")]
 
 
 # ------------------------------------------------------------------ results layout

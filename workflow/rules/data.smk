@@ -119,15 +119,15 @@ rule build_index:
         "../../envs/pcam.yaml"
     params:
         name=DATASET,
-        roots=data_roots(),
+        sources=build_index_args(),
+        reading=json.dumps(config["dataset"]["image_reading"], sort_keys=True),
+        files=source_fingerprint(),
         code=code_fingerprint("data"),
     message:
         "--- Building the dataset index ({params.name})."
     shell:
-        "pcam build-index --name {params.name}"
-        " --voc-root {params.roots[voc_root]:q}"
-        " --sbd-root {params.roots[sbd_root]:q}"
-        " --points {params.roots[points]:q}"
+        "pcam build-index --name {params.name} {params.sources}"
+        " --image-reading {params.reading:q}"
         " --out {output.index} --report-json {output.report_json}"
         " --report-md {output.report_md} > {log} 2>&1"
 

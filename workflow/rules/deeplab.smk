@@ -58,3 +58,40 @@ rule predict_val:
         "pcam predict --checkpoint {input.model} --index {input.index}"
         " --shard {input.shard} --split val --out-dir {output}"
         " --threads {threads} --device {params.device} > {log} 2>&1"
+
+
+# Predictions for the images a user names (config predict.images): every image of the shard,
+# or the listed ids. `snakemake predict` builds them; rule all too when predict.images is set.
+# ----------------------------------------------------------------------------------
+rule predict_images:
+    input:
+        index=INDEX,
+        shard=SHARD_LIST,
+        model=rules.train_deeplab.output,
+        ids=predict_ids_file(),
+    output:
+        directory(f"{R}/{{variant}}/deeplab/predict/{{shard}}"),
+    log:
+        f"{R}/logs/{{variant}}/predict_images_{{shard}}.log",
+    conda:
+        "../../envs/pcam.yaml"
+    params:
+        ids=lambda wc, input: f"--ids {shlex.quote(input.ids)}" if input.ids else "",
+        device=config["device"],
+        code=code_fingerprint("predict"),
+    threads: 4
+    resources:
+        gpu=1,
+    message:
+        "--- Predicting the named images of shard {wildcards.shard} ({wildcards.variant})."
+    shell:
+        "pcam predict --checkpoint {input.model} --index {input.index}"
+        " --shard {input.shard} --split all {params.ids} --out-dir {output}"
+        " --threads {threads} --device {params.device} > {log} 2>&1"
+
+
+# `snakemake predict --cores all --resources gpu=1`: the named images of every variant.
+# ----------------------------------------------------------------------------------
+rule predict:
+    input:
+        predict_targets(),
