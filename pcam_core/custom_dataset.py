@@ -32,6 +32,7 @@ from pcam_core.class_list import IGNORE_INDEX, ClassList
 from pcam_core.click_formats import RawClick, parse_clicks
 from pcam_core.dataset_index import Click, DatasetIndex, ImageRecord
 from pcam_core.image_io import IMAGE_EXTENSIONS, ImageReading, image_size
+from pcam_core.index_builder import count_click_noise, data_report
 from pcam_core.label_png import read_label_png
 
 EXAMPLES_PER_REASON = 5
@@ -259,22 +260,13 @@ def build_custom_index(params: dict, reading: ImageReading | None = None,
         gt_png, gt_classes = gt.get(image_id, (None, ()))
         valid = clicks[image_id]
         if gt_png is not None and valid:
-            mask = read_label_png(gt_png)
-            for click in valid:
-                hit = int(mask[click.pixel])
-                noise["on_gt_pixel"] += 1
-                if hit == IGNORE_INDEX:
-                    noise["on_void"] += 1
-                elif hit != click.cls:
-                    noise["on_other_class"] += 1
+            count_click_noise(noise, read_label_png(gt_png), valid)
         height, width = sizes[image_id]
         records.append(ImageRecord(
             id=image_id, image=str(images[image_id]), height=height, width=width,
             splits=tuple(name for name in ("train", "val", "train_aug") if image_id in splits[name]),
             classes=tuple(sorted({c.cls for c in valid})), gt_classes=gt_classes, clicks=valid,
             gt_png=gt_png, gt_mat=None))
-
-    from pcam_core.index_builder import data_report
 
     index = DatasetIndex(records, splits, dataset="custom", classes=classes, image_reading=reading)
     index.report = data_report(

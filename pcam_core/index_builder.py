@@ -29,6 +29,17 @@ from pcam_core.voc_reader import (load_click_json, read_sbd_mask, read_split_lis
 DATASETS = ("demo", "voc2012", "custom")
 
 
+def count_click_noise(noise: Counter, mask: np.ndarray, clicks) -> None:
+    """Add the clicks that land on void or on another class's pixel of the GT mask (label noise)."""
+    for click in clicks:
+        hit = int(mask[click.pixel])
+        noise["on_gt_pixel"] += 1
+        if hit == IGNORE_INDEX:
+            noise["on_void"] += 1
+        elif hit != click.cls:
+            noise["on_other_class"] += 1
+
+
 def classes_of(mask: np.ndarray) -> tuple[int, ...]:
     """Object class ids present in a ground-truth mask (void and background excluded)."""
     values = np.unique(mask)
@@ -82,13 +93,7 @@ def build_index(name: str, voc_root: str | Path, sbd_root: str | Path,
         gt_png, gt_mat, mask = masks_info[image_id]
         valid = clicks.get(image_id, ())
         if mask is not None:
-            for click in valid:
-                hit = int(mask[click.pixel])
-                noise["on_gt_pixel"] += 1
-                if hit == IGNORE_INDEX:
-                    noise["on_void"] += 1
-                elif hit != click.cls:
-                    noise["on_other_class"] += 1
+            count_click_noise(noise, mask, valid)
         height, width = sizes[image_id]
         records.append(ImageRecord(
             id=image_id, image=str(paths[image_id]), height=height, width=width,
