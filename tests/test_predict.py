@@ -86,6 +86,33 @@ def test_pipeline_mode_predicts_the_shard_split(checkpoint, tmp_path):
     assert Image.open(out / "v1.png").size == (45, 33)
     assert [p.name for p in out.parent.iterdir()] == ["0-of-1"]  # no temp folder left behind
 
+    # the predict target: every image of the shard, or only the listed ids
+    base = ["predict", "--checkpoint", str(checkpoint), "--index", str(tmp_path / "index.json"),
+            "--shard", str(tmp_path / "shard.txt"), "--split", "all", "--device", "cpu"]
+    pcam_main(base + ["--out-dir", str(tmp_path / "all")])
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["t1.png", "v1.png"]
+    (tmp_path / "ids.txt").write_text("# the one I care about\nt1\n")
+    pcam_main(base + ["--ids", str(tmp_path / "ids.txt"), "--out-dir", str(tmp_path / "listed")])
+    assert [p.name for p in (tmp_path / "listed").iterdir()] == ["t1.png"]
+    (tmp_path / "ids.txt").write_text("t1\nnot_there\n")
+    with pytest.raises(ValueError, match=r"ids.txt:2: 'not_there' is not an image id"):
+        pcam_main(base + ["--ids", str(tmp_path / "ids.txt"), "--out-dir", str(tmp_path / "bad")])
+
+
+def test_predict_reads_16_bit_and_exif_images_upright(checkpoint, tmp_path):
+    """A phone photo's EXIF orientation and a 16-bit TIFF: labels in the upright frame."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40 wide x 24 high, shown rotated: 24 wide x 40 high
+    Image.fromarray(np.zeros((24, 40, 3), np.uint8)).save(folder / "phone.jpg", exif=exif)
+    Image.fromarray((np.arange(30 * 20).reshape(20, 30) * 100).astype(np.uint16)).save(folder / "cells.tif")
+    pcam_main(["predict", "--checkpoint", str(checkpoint), str(folder), "--out-dir", str(tmp_path / "out"),
+               "--device", "cpu", "--overlay"])
+    assert Image.open(tmp_path / "out" / "phone.png").size == (24, 40)
+    assert Image.open(tmp_path / "out" / "cells.png").size == (30, 20)
+    assert Image.open(tmp_path / "out" / "cells_overlay.jpg").size == (30, 20)
+
 
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     bad = tmp_path / "model.pt"
