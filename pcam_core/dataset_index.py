@@ -71,6 +71,16 @@ class ImageRecord:
             return self.gt_classes
         return self.classes
 
+    def known_empty(self) -> bool:
+        """A train/val image whose ground truth holds no object (an empty tile).
+
+        Its maps are not exported (no class); background is its only label and scoring needs
+        one. An image without clicks and without a mask is NOT known to be empty: it carries
+        no label at all and stays out of training.
+        """
+        return (("train" in self.splits or "val" in self.splits) and not self.gt_classes
+                and bool(self.gt_png or self.gt_mat) and not self.export_classes())
+
     def load_gt_mask(self) -> np.ndarray | None:
         """The full ground-truth mask (uint8, 255 = void): VOC PNG first, then SBD .mat."""
         if self.gt_png:

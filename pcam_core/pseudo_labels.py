@@ -103,9 +103,10 @@ def random_walk_shard(index_path: str | Path, shard_path: str | Path, cam_path: 
     with CamStore(cam_path) as store, atomic_directory(out_dir) as tmp, \
             ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
         todo = [i for i in ids if i in store]
-        # The export skips images without any class (an empty tile: no object in its mask and
-        # no click); background is the only label they can have, and scoring needs one.
-        empty = [i for i in ids if i not in store and not index[i].export_classes()]
+        # The export skips images without any class. Of those, an empty tile (a scored image
+        # whose mask holds no object) gets the only label it can have, background; an image
+        # without clicks or mask gets none (no label information: DeepLab leaves it out).
+        empty = [i for i in ids if i not in store and index[i].known_empty()]
         counts["not_in_store"] = len(ids) - len(todo) - len(empty)
         counts["no_classes"] += len(empty)
         # Similar sizes side by side keep the padding of each walk batch small.

@@ -94,3 +94,18 @@ def test_batched_walk_equals_one_image_at_a_time():
         assert not together[j, :, h:].any() and not together[j, :, :, w:].any() and not together[j, k:].any()
         expected = random_walk.labels_from_propagated(alone, keys, *size, PARAMS["bg_threshold"])
         np.testing.assert_array_equal(label, expected)
+
+
+@pytest.mark.parametrize("split, labelled", [("val", True), ("train_aug", False)])
+def test_only_a_known_empty_image_gets_a_background_label(tmp_path, irn, split, labelled):
+    """An image without classes is left out of the CAM store. A scored (val/train) image whose
+    mask holds no object is an empty tile: background. A train_aug-only image without a click
+    carries no label at all: no pseudo label, so DeepLab never learns its objects as background."""
+    data = make_data(tmp_path, sizes=((37, 53), (30, 40)), classes=((8,), ()), split=split, not_stored=(1,))
+    out_dir = tmp_path / "pseudo"
+    counts = pseudo_labels.random_walk_shard(data["index"], data["shard"], data["cams"], irn, PARAMS,
+                                             out_dir, device="cpu", threads=1)
+    assert (out_dir / "img_1.png").exists() == labelled
+    assert counts["not_in_store"] == (0 if labelled else 1) and counts["no_classes"] == int(labelled)
+    if labelled:
+        assert set(np.unique(read_label_png(out_dir / "img_1.png")).tolist()) == {0}
