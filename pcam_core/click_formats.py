@@ -495,9 +495,15 @@ def _parse_qupath(data, path: Path, display: str, image: str, out: _Out) -> None
         except _BadEntry:
             result.malformed.append(where)
             continue
-        for j, (x, y) in enumerate(points):
-            source = f"{where}[{j}]" if len(points) > 1 else where
-            result.clicks.append(RawClick(image, x, y, label, source))
+        _add_points(result, image, points, label, where)
+
+
+def _add_points(result: ParsedClicks, image: str, points, label, where: str) -> None:
+    """Clicks of one element holding several points (CVAT <points>, GeoJSON MultiPoint): each
+    gets its own location, ``where[k]``, so a report can point at the exact point."""
+    for j, (x, y) in enumerate(points):
+        source = f"{where}[{j}]" if len(points) > 1 else where
+        result.clicks.append(RawClick(image, x, y, label, source))
 
 
 def _cvat_points(text: str | None) -> list[tuple[float, float]]:
@@ -541,9 +547,7 @@ def _parse_cvat(root: ET.Element, path: Path, display: str, out: _Out) -> None:
             except _BadEntry:
                 result.malformed.append(where)
                 continue
-            for j, (x, y) in enumerate(points):
-                source = f"{where}[{j}]" if len(points) > 1 else where
-                result.clicks.append(RawClick(image, x, y, label, source))
+            _add_points(result, image, points, label, where)
         if out.entries() == before:
             result.empty_files.append(image)
 
