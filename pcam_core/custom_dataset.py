@@ -30,7 +30,7 @@ import numpy as np
 
 from pcam_core.class_list import IGNORE_INDEX, ClassList
 from pcam_core.click_formats import RawClick, parse_clicks
-from pcam_core.dataset_index import Click, DatasetIndex, ImageRecord
+from pcam_core.dataset_index import Click, DatasetIndex, ImageRecord, read_id_list
 from pcam_core.image_io import IMAGE_EXTENSIONS, ImageReading, image_size
 from pcam_core.index_builder import count_click_noise, data_report
 from pcam_core.label_png import read_label_png
@@ -58,24 +58,6 @@ def find_images(root: str | Path) -> dict[str, Path]:
     if not found:
         raise ValueError(f"dataset.images: no image ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
     return found
-
-
-def read_id_list(path: str | Path, known: dict[str, Path], what: str) -> list[str]:
-    """Ids of a list file (one per line, '#' comments); an unknown id is an error naming the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what}: {path} not found")
-    ids = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        image_id = strip_image_extension(text)
-        if image_id not in known:
-            raise ValueError(f"{path}:{number}: {text!r} is not an image of dataset.images")
-        if image_id not in ids:
-            ids.append(image_id)
-    return ids
 
 
 def strip_image_extension(reference: str) -> str:
@@ -242,7 +224,7 @@ def build_custom_index(params: dict, reading: ImageReading | None = None,
 
     ids = list(images)
     if params.get("val"):
-        val = read_id_list(params["val"], images, "dataset.val")
+        val = read_id_list(params["val"], images, "dataset.val", strip_image_extension)
     else:
         val = split_val(ids, set(gt), float(params.get("val_fraction", 0.0)))
     val_set = set(val)

@@ -202,6 +202,27 @@ def read_shard_ids(path: str | Path) -> list[str]:
     return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def read_id_list(path: str | Path, known, what: str = "id list", normalise=lambda text: text) -> list[str]:
+    """Ids of a user's list file (one per line, '#' comments), in file order, each once.
+
+    ``normalise`` maps a line to an id (e.g. drops an image extension); an id not in
+    ``known`` is an error naming the file and line, so a typo never shrinks a split silently.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: {path} not found")
+    ids: dict[str, None] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        image_id = normalise(text)
+        if image_id not in known:
+            raise ValueError(f"{path}:{number}: {text!r} is not an image id of the dataset")
+        ids.setdefault(image_id, None)
+    return list(ids)
+
+
 def iter_records(index: DatasetIndex, ids: Iterable[str]) -> Iterator[ImageRecord]:
     for image_id in ids:
         yield index[image_id]

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pcam_core import training_loop as tl
 from pcam_core.atomic_output import atomic_directory, atomic_path
-from pcam_core.dataset_index import DatasetIndex, read_shard_ids
+from pcam_core.dataset_index import DatasetIndex, read_id_list, read_shard_ids
 from pcam_core.deeplab import checkpoint_classes, load_deeplab
 from pcam_core.image_io import IMAGE_EXTENSIONS, ImageReading, read_rgb
 from pcam_core.image_io import image_size as header_size
@@ -213,21 +213,6 @@ def shard_images(index: DatasetIndex, shard: str | Path, split: str,
     return [(i, Path(index[i].image)) for i in read_shard_ids(shard) if i in members]
 
 
-def read_id_file(path: str | Path, index: DatasetIndex) -> set[str]:
-    """Ids listed in a file (one per line, '#' comments); an id the index lacks is an error."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: id list not found")
-    ids = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        text = line.split("#", 1)[0].strip()
-        if text and text not in index.records:
-            raise ValueError(f"{path}:{number}: {text!r} is not an image id of the dataset")
-        if text:
-            ids.add(text)
-    return ids
-
-
 # ----------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
@@ -258,7 +243,7 @@ def main(args: argparse.Namespace) -> int:
         if not (args.index and args.shard) or args.inputs:
             raise SystemExit("pcam predict: pipeline mode takes --index and --shard and no INPUTs")
         index = DatasetIndex.load(args.index)
-        only = read_id_file(args.ids, index) if args.ids else None
+        only = set(read_id_list(args.ids, index.records, "--ids")) if args.ids else None
         images = shard_images(index, args.shard, args.split, only)
         context = atomic_directory(args.out_dir)
     else:

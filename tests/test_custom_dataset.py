@@ -127,7 +127,7 @@ def test_bad_layouts_are_clear_errors(tmp_path):
     (tmp_path / "images" / "a.tif").unlink()
 
     (tmp_path / "val.txt").write_text("a\n# a comment\nmissing_one\n")
-    with pytest.raises(ValueError, match=r"val.txt:3: 'missing_one' is not an image"):
+    with pytest.raises(ValueError, match=r"val.txt:3: 'missing_one' is not an image id"):
         build_custom_index({**params, "val": str(tmp_path / "val.txt")})
 
     masks = tmp_path / "masks"
