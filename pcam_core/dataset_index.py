@@ -54,7 +54,8 @@ class ImageRecord:
     height: int
     width: int
     splits: tuple[str, ...]
-    classes: tuple[int, ...]  # image-level label: classes with >= 1 valid click (training)
+    classes: tuple[int, ...]  # image-level label (training): the VOC XML classes when there are
+    #                           Annotations, else the classes with >= 1 valid click
     gt_classes: tuple[int, ...]  # classes present in the GT mask, () when there is no mask
     clicks: tuple[Click, ...] = field(default=())
     gt_png: str | None = None  # label PNG (palette or single-channel ids): the evaluation ground truth

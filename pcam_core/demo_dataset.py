@@ -10,11 +10,26 @@
 * ``points.json`` in the "What's the point" format, with person-like clicks and the real
   file's quirks (out-of-bounds, negative, unknown classes, empty and missing ids) injected
   in small numbers so that the data report and the validation code see them;
-* ``demo_info.json``: the classes drawn and the quirks injected (what the report should find).
+* ``VOCdevkit/VOC2012/Annotations/<id>.xml`` for every image, in VOC's XML format (one
+  ``<object>`` per instance, 1-based pixel box): the image-level labels, as IRN reads them;
+* ``demo_info.json``: the style, the classes drawn, the distractors and the quirks injected
+  (what the report should find).
 
 The pictures are designed so that small ResNets trained from scratch on a CPU in about a
-minute learn them: five VOC classes, each with its own colour family, shape and texture, on
-muted textured backgrounds. The same reader code serves the demo and PASCAL VOC.
+minute learn them: five VOC classes on muted textured backgrounds, in one of two styles
+(``dataset.demo.style``):
+
+* ``colour`` (default): each class has its own colour family, shape and texture, so colour
+  alone tells the classes apart;
+* ``shape``: every object takes its hue from one palette shared by all classes, so only shape
+  and texture tell them apart, and 0-2 object-coloured distractors per image (flat rings and
+  irregular blobs, shapes no class uses) lie in the background, labelled background and never
+  clicked. Objects are larger and textures coarser than in ``colour`` so that both cues
+  survive the CAM stage's downscaling.
+
+Both styles use the same splits, clicks logic, void bands and quirks; ``colour`` output is byte
+for byte what it was before ``shape`` existed (its per-image random streams are unchanged).
+The same reader code serves the demo and PASCAL VOC.
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +54,10 @@ from pcam_core.voc_reader import VOC_CLASSES
 JPEG_QUALITY = 90
 MAX_IMAGES = 100_000
 STRAY_ID = "demo_999999"  # an id in points.json that is not part of the dataset
-PARAM_KEYS = ("seed", "num_train", "num_extra_train", "num_val", "min_size", "max_size")
+INT_PARAM_KEYS = ("seed", "num_train", "num_extra_train", "num_val", "min_size", "max_size")
+PARAM_KEYS = (*INT_PARAM_KEYS, "style")
+STYLES = ("colour", "shape")
+DEFAULT_STYLE = "colour"  # param dicts written before the style existed mean this one
 
 
 @dataclass(frozen=True)
@@ -62,18 +81,49 @@ CLASS_STYLES = (
 )
 DEMO_CLASS_IDS = tuple(s.cls for s in CLASS_STYLES)
 
+# Shape style: objects and distractors alike draw their hue from this palette whatever their
+# class, so colour carries no class information. These are the colour style's five hues, so
+# both styles show the same colours, only no longer tied to a class.
+SHARED_HUES = tuple(s.hue for s in CLASS_STYLES)
+# Shapes no class uses; drawn flat (no texture), so neither shape nor texture matches a class.
+DISTRACTOR_SHAPES = ("ring", "blob")
+# Object radius as a fraction of half the short side. Shape style keeps objects larger: their
+# outline is the main cue left once colour is shared, and the CAM stage shrinks 96-144 px
+# images to a 48-80 px long side (x 0.33-0.83): a 0.3 radius (14-22 px) keeps 5 px or more.
+OBJECT_RADIUS = {"colour": (0.2, 0.55), "shape": (0.3, 0.6)}
+# Texture period as a fraction of the radius, and (shape style) its floor: an 8 px cycle
+# still spans more than 2.5 px after the smallest CAM resize (48/144 = 1/3), above the 2 px
+# a pattern needs to survive resampling.
+TEXTURE_PERIOD = {"colour": (0.25, 0.45), "shape": (0.3, 0.45)}
+MIN_SHAPE_PERIOD = 8.0
+# Texture contrast (relative brightness swing): stronger in shape style, where texture is
+# one of the two cues left.
+TEXTURE_AMPLITUDE = {"colour": (0.15, 0.25), "shape": (0.25, 0.35)}
+# Distractors: 0-2 per image, radius up to the smallest object radius (they are never bigger
+# than an object), kept 3 px clear of objects so that the objects' 1 px outward void band
+# never reaches them and they stay plain background in every mask.
+DISTRACTOR_COUNT_P = (0.3, 0.4, 0.3)
+DISTRACTOR_RADIUS = (0.15, 0.3)
+DISTRACTOR_MARGIN = 3
+# The extra word of a style's per-image random stream; colour has none, which keeps its
+# streams (and so its bytes) those of the datasets generated before styles existed.
+STYLE_STREAM = {"colour": None, "shape": 1}
+
 
 # --------------------------------------------------------------------------- parameters
 def check_params(params: dict) -> dict:
-    """Validate ``dataset.demo``; a clear error names the bad key (the schema may be bypassed)."""
+    """Validate ``dataset.demo``; a clear error names the bad key (the schema may be bypassed).
+
+    ``style`` may be absent (param dicts older than the style mean ``colour``).
+    """
     unknown = sorted(set(params) - set(PARAM_KEYS))
     if unknown:
         raise ValueError(f"dataset.demo: unknown key(s) {unknown}; expected {list(PARAM_KEYS)}")
-    missing = [k for k in PARAM_KEYS if k not in params]
+    missing = [k for k in INT_PARAM_KEYS if k not in params]
     if missing:
         raise ValueError(f"dataset.demo: missing key(s) {missing}")
     out = {}
-    for key in PARAM_KEYS:
+    for key in INT_PARAM_KEYS:
         value = params[key]
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"dataset.demo.{key} must be an integer, got {value!r}")
@@ -95,6 +145,10 @@ def check_params(params: dict) -> dict:
                          f"min_size ({out['min_size']})")
     if out["max_size"] > 2048:
         raise ValueError(f"dataset.demo.max_size must be <= 2048 pixels, got {out['max_size']}")
+    style = params.get("style", DEFAULT_STYLE)
+    if not isinstance(style, str) or style not in STYLES:
+        raise ValueError(f"dataset.demo.style must be one of {list(STYLES)}, got {style!r}")
+    out["style"] = style
     return out
 
 
@@ -141,6 +195,21 @@ def shape_mask(kind: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
         arm = 0.33 * r
         return ((np.abs(u) <= r) & (np.abs(v) <= arm)) | ((np.abs(v) <= r) & (np.abs(u) <= arm))
     raise ValueError(f"unknown demo shape {kind!r}")
+
+
+def distractor_mask(kind: str, u: np.ndarray, v: np.ndarray, r: float,
+                    form: tuple[float, ...]) -> np.ndarray:
+    """Boolean mask of a distractor of radius ``r``: a ring (``form`` = (thickness,) as a
+    fraction of r) or a blob whose edge wobbles (``form`` = (a2, phase2, a3, phase3): the
+    amplitudes and phases of its 2nd and 3rd angular harmonics)."""
+    rho = np.sqrt(u * u + v * v)
+    if kind == "ring":
+        return (rho <= r) & (rho >= (1.0 - form[0]) * r)
+    if kind == "blob":
+        theta = np.arctan2(v, u)
+        edge = r * (1.0 + form[0] * np.cos(2 * theta + form[1]) + form[2] * np.cos(3 * theta + form[3]))
+        return rho <= edge
+    raise ValueError(f"unknown demo distractor shape {kind!r}")
 
 
 def _texture(kind: str, u: np.ndarray, v: np.ndarray, r: float, period: float) -> np.ndarray:
@@ -192,6 +261,8 @@ class DemoImage:
     rgb: np.ndarray  # uint8 H x W x 3
     instances: np.ndarray  # int32 H x W, 0 = background, k = instance k
     instance_classes: list[int]  # class of instance k at position k - 1
+    distractors: np.ndarray | None = None  # bool H x W: distractor pixels (shape style), background
+    num_distractors: int = 0
 
     @property
     def label(self) -> np.ndarray:
@@ -199,8 +270,15 @@ class DemoImage:
         return lut[self.instances]
 
 
-def render_image(rng: np.random.Generator, h: int, w: int) -> DemoImage:
-    """Draw 1-3 objects (sometimes two of a class) with limited overlap on a background."""
+def render_image(rng: np.random.Generator, h: int, w: int, style: str = DEFAULT_STYLE) -> DemoImage:
+    """Draw 1-3 objects (sometimes two of a class) with limited overlap on a background; the
+    shape style adds distractors. The colour style's draws from ``rng`` are those of the
+    code before styles existed, in the same order (its bytes depend on it)."""
+    if style not in STYLES:
+        raise ValueError(f"unknown demo style {style!r}; expected one of {list(STYLES)}")
+    shared = style == "shape"
+    radius_range, period_range = OBJECT_RADIUS[style], TEXTURE_PERIOD[style]
+    amplitude_range = TEXTURE_AMPLITUDE[style]
     image = _background(rng, h, w)
     instances = np.zeros((h, w), dtype=np.int32)
     classes: list[int] = []
@@ -211,14 +289,14 @@ def render_image(rng: np.random.Generator, h: int, w: int) -> DemoImage:
             style_index = DEMO_CLASS_IDS.index(int(rng.choice(classes)))
         else:
             style_index = int(rng.integers(len(CLASS_STYLES)))
-        style = CLASS_STYLES[style_index]
+        look = CLASS_STYLES[style_index]
         for _attempt in range(25):
-            r = rng.uniform(0.2, 0.55) * side / 2
+            r = rng.uniform(*radius_range) * side / 2
             cx = rng.uniform(0.6 * r, w - 0.6 * r)
             cy = rng.uniform(0.6 * r, h - 0.6 * r)
             angle = rng.uniform(0, 2 * math.pi)
             u, v = _local_coords((h, w), cy, cx, angle)
-            mask = shape_mask(style.shape, u, v, r)
+            mask = shape_mask(look.shape, u, v, r)
             area = int(mask.sum())
             if area < 30:
                 continue
@@ -228,16 +306,22 @@ def render_image(rng: np.random.Generator, h: int, w: int) -> DemoImage:
                 break
         else:
             continue
-        hue = style.hue + rng.uniform(-0.03, 0.03)
+        base_hue = SHARED_HUES[int(rng.integers(len(SHARED_HUES)))] if shared else look.hue
+        hue = base_hue + rng.uniform(-0.03, 0.03)
         sat = rng.uniform(0.6, 0.9)
         val = rng.uniform(0.62, 0.95)
-        period = rng.uniform(0.25, 0.45) * r
-        pattern = _texture(style.texture, u, v, r, period)
-        v_map = np.clip(val * (1 + rng.uniform(0.15, 0.25) * pattern), 0, 1)
+        period = rng.uniform(*period_range) * r
+        if shared:
+            period = max(period, MIN_SHAPE_PERIOD)
+        pattern = _texture(look.texture, u, v, r, period)
+        v_map = np.clip(val * (1 + rng.uniform(*amplitude_range) * pattern), 0, 1)
         colour = _hsv_to_rgb(np.full_like(v_map, hue), np.full_like(v_map, sat), v_map)
         image[mask] = colour[mask]
-        classes.append(style.cls)
+        classes.append(look.cls)
         instances[mask] = len(classes)
+    distractors, num_distractors = None, 0
+    if shared:
+        distractors, num_distractors = _draw_distractors(rng, image, instances)
     noise = rng.normal(0, rng.uniform(0.01, 0.035), size=image.shape)
     gain = rng.uniform(0.9, 1.1, size=3)  # mild colour jitter of the whole picture
     rgb = np.clip((image * gain + noise) * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -246,7 +330,42 @@ def render_image(rng: np.random.Generator, h: int, w: int) -> DemoImage:
     remap = np.zeros(len(classes) + 1, dtype=np.int32)
     for new, old in enumerate(present, start=1):
         remap[old] = new
-    return DemoImage(rgb, remap[instances], [classes[k - 1] for k in present])
+    return DemoImage(rgb, remap[instances], [classes[k - 1] for k in present], distractors,
+                     num_distractors)
+
+
+def _draw_distractors(rng: np.random.Generator, image: np.ndarray,
+                      instances: np.ndarray) -> tuple[np.ndarray, int]:
+    """Paint 0-2 flat, object-coloured rings or blobs clear of every object (in place);
+    returns their mask and how many were placed (a crowded picture may take fewer)."""
+    h, w = instances.shape
+    side = min(h, w)
+    taken = ndimage.binary_dilation(instances > 0, iterations=DISTRACTOR_MARGIN)
+    drawn = np.zeros((h, w), dtype=bool)
+    placed = 0
+    for _ in range(int(rng.choice(len(DISTRACTOR_COUNT_P), p=DISTRACTOR_COUNT_P))):
+        kind = DISTRACTOR_SHAPES[int(rng.integers(len(DISTRACTOR_SHAPES)))]
+        for _attempt in range(25):
+            r = rng.uniform(*DISTRACTOR_RADIUS) * side / 2
+            cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)  # rings whole, blobs nearly
+            u, v = _local_coords((h, w), cy, cx, rng.uniform(0, 2 * math.pi))
+            if kind == "ring":  # wall 30-50% of the radius, so the hole is clearly open
+                form = (rng.uniform(0.3, 0.5),)
+            else:  # wobbles of 12-22% each: visibly irregular, never folding over
+                form = (rng.uniform(0.12, 0.22), rng.uniform(0, 2 * math.pi),
+                        rng.uniform(0.12, 0.22), rng.uniform(0, 2 * math.pi))
+            mask = distractor_mask(kind, u, v, r, form)
+            if mask.sum() >= 20 and not (mask & (taken | drawn)).any():
+                break
+        else:
+            continue
+        hue = SHARED_HUES[int(rng.integers(len(SHARED_HUES)))] + rng.uniform(-0.03, 0.03)
+        colour = _hsv_to_rgb(np.full((h, w), hue), np.full((h, w), rng.uniform(0.6, 0.9)),
+                             np.full((h, w), rng.uniform(0.62, 0.95)))
+        image[mask] = colour[mask]
+        drawn |= mask
+        placed += 1
+    return drawn, placed
 
 
 def void_bands(instances: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -264,7 +383,11 @@ def void_bands(instances: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def person_clicks(rng: np.random.Generator, picture: DemoImage) -> list[dict]:
     """Clicks as a person gives them: per class the biggest instance first (rank 1), then the
     other instances (ranks 2, 3; one in seven forgotten), near each visible part's middle with
-    small jitter; about 3% land off the object. Coordinates are ints or 1-decimal floats."""
+    small jitter; about 3% land off the object. Coordinates are ints or 1-decimal floats.
+
+    Off-object slips never land on a shape-style distractor: those must stay clean
+    background, the trap the style sets for a model that segments by colour.
+    """
     h, w = picture.instances.shape
     as_float = rng.uniform() < 0.4
     clicks: list[dict] = []
@@ -289,7 +412,8 @@ def person_clicks(rng: np.random.Generator, picture: DemoImage) -> list[dict]:
                     y, x = jy, jx
                     break
             if rng.uniform() < 0.03:  # an annotator's slip: a pixel off this object
-                off_rows, off_cols = np.nonzero(~mask)
+                off = ~mask if picture.distractors is None else ~mask & ~picture.distractors
+                off_rows, off_cols = np.nonzero(off)
                 if len(off_rows):
                     pick = int(rng.integers(len(off_rows)))
                     y, x = float(off_rows[pick]) + 0.5, float(off_cols[pick]) + 0.5
@@ -420,15 +544,60 @@ def plan_splits(params: dict) -> dict[str, list[str]]:
             "sbd_train": sorted(sbd_train), "sbd_val": sorted(sbd_val)}
 
 
-def image_rng(seed: int, image_id: str) -> np.random.Generator:
-    """Each picture has its own stream, so it depends only on (seed, id)."""
-    return np.random.default_rng([seed, int(image_id.split("_")[1])])
+def image_rng(seed: int, image_id: str, style: str = DEFAULT_STYLE) -> np.random.Generator:
+    """Each picture has its own stream, so it depends only on (seed, id, style); the colour
+    style's stream is (seed, id) alone, as before styles existed."""
+    words = [seed, int(image_id.split("_")[1])]
+    if STYLE_STREAM[style] is not None:
+        words.append(STYLE_STREAM[style])
+    return np.random.default_rng(words)
+
+
+def generate_picture(params: dict, image_id: str) -> tuple[np.random.Generator, DemoImage]:
+    """One image of the dataset (checked ``params``), and its stream positioned for the clicks
+    and void bands that follow; tests call it to see what make_demo drew."""
+    rng = image_rng(params["seed"], image_id, params["style"])
+    h = int(rng.integers(params["min_size"], params["max_size"] + 1))
+    w = int(rng.integers(params["min_size"], params["max_size"] + 1))
+    return rng, render_image(rng, h, w, params["style"])
+
+
+# Objects with fewer visible pixels than an 8 x 8 patch are marked difficult in the XML, in the
+# spirit of VOC's "hard to recognise" flag (they stay in the image-level label all the same).
+DIFFICULT_AREA = 64
+
+
+def annotation_xml(image_id: str, picture: DemoImage, segmented: bool) -> bytes:
+    """VOC's ``Annotations/<id>.xml`` for one picture: one ``<object>`` per instance with its
+    1-based inclusive pixel box (VOC's convention); truncated when it touches the border."""
+    h, w = picture.instances.shape
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = "VOC2012"
+    ET.SubElement(root, "filename").text = f"{image_id}.jpg"
+    size = ET.SubElement(root, "size")
+    for tag, value in (("width", w), ("height", h), ("depth", 3)):
+        ET.SubElement(size, tag).text = str(value)
+    ET.SubElement(root, "segmented").text = "1" if segmented else "0"
+    for k, cls in enumerate(picture.instance_classes, start=1):
+        rows, cols = np.nonzero(picture.instances == k)
+        box = (int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max()))
+        truncated = box[0] == 0 or box[1] == 0 or box[2] == w - 1 or box[3] == h - 1
+        obj = ET.SubElement(root, "object")
+        ET.SubElement(obj, "name").text = VOC_CLASSES[cls]
+        ET.SubElement(obj, "pose").text = "Unspecified"
+        ET.SubElement(obj, "truncated").text = "1" if truncated else "0"
+        ET.SubElement(obj, "difficult").text = "1" if rows.size < DIFFICULT_AREA else "0"
+        bndbox = ET.SubElement(obj, "bndbox")
+        for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), box):
+            ET.SubElement(bndbox, tag).text = str(value + 1)
+    ET.indent(root, space="\t")
+    return (ET.tostring(root, encoding="unicode") + "\n").encode("utf-8")
 
 
 def make_demo(params: dict, out: str | Path) -> dict:
     """Generate the demo dataset under ``out`` (atomically); returns the demo_info dict."""
     params = check_params(params)
-    seed = params["seed"]
+    seed, style = params["seed"], params["style"]
     parts = plan_splits(params)
     voc_ids = parts["voc_train"] + parts["voc_val"]
     sbd_ids = set(parts["sbd_train"]) | set(parts["sbd_val"])
@@ -439,16 +608,16 @@ def make_demo(params: dict, out: str | Path) -> dict:
     with atomic_directory(out) as tmp:
         voc = tmp / "VOCdevkit" / "VOC2012"
         sbd = tmp / "benchmark_RELEASE" / "dataset"
-        for folder in (voc / "JPEGImages", voc / "SegmentationClass",
+        for folder in (voc / "JPEGImages", voc / "SegmentationClass", voc / "Annotations",
                        voc / "ImageSets" / "Segmentation", sbd / "img", sbd / "cls"):
             folder.mkdir(parents=True)
         voc_set = set(voc_ids)
+        distractors = {"total": 0, "images_with_distractors": 0}
         for image_id in all_ids:
-            rng = image_rng(seed, image_id)
-            h = int(rng.integers(params["min_size"], params["max_size"] + 1))
-            w = int(rng.integers(params["min_size"], params["max_size"] + 1))
-            picture = render_image(rng, h, w)
-            sizes[image_id] = (h, w)
+            rng, picture = generate_picture(params, image_id)
+            sizes[image_id] = picture.instances.shape
+            distractors["total"] += picture.num_distractors
+            distractors["images_with_distractors"] += int(picture.num_distractors > 0)
             points[image_id] = person_clicks(rng, picture)
             jpeg = jpeg_bytes(picture.rgb)
             (voc / "JPEGImages" / f"{image_id}.jpg").write_bytes(jpeg)
@@ -460,6 +629,8 @@ def make_demo(params: dict, out: str | Path) -> dict:
             if image_id in sbd_ids:
                 (sbd / "img" / f"{image_id}.jpg").write_bytes(jpeg)
                 (sbd / "cls" / f"{image_id}.mat").write_bytes(mat_bytes(label))
+            (voc / "Annotations" / f"{image_id}.xml").write_bytes(
+                annotation_xml(image_id, picture, segmented=image_id in voc_set))
         quirk_rng = np.random.default_rng([seed, 7_000_002])
         injected = inject_quirks(quirk_rng, points, sizes, train_aug)
         lists = voc / "ImageSets" / "Segmentation"
@@ -471,10 +642,19 @@ def make_demo(params: dict, out: str | Path) -> dict:
         ordered = {i: points[i] for i in sorted(points)}
         (tmp / "points.json").write_text(json.dumps(ordered, separators=(",", ":")) + "\n",
                                          encoding="utf-8")
+        if style == "colour":
+            classes = {VOC_CLASSES[s.cls]: {"id": s.cls, "shape": s.shape, "hue": s.hue,
+                                            "texture": s.texture} for s in CLASS_STYLES}
+        else:  # no class owns a hue: record the shared palette instead
+            classes = {VOC_CLASSES[s.cls]: {"id": s.cls, "shape": s.shape, "texture": s.texture}
+                       for s in CLASS_STYLES}
         info = {
             "params": params,
-            "classes": {VOC_CLASSES[s.cls]: {"id": s.cls, "shape": s.shape, "hue": s.hue,
-                                             "texture": s.texture} for s in CLASS_STYLES},
+            "style": style,
+            "classes": classes,
+            **({"shared_hues": list(SHARED_HUES),
+                "distractor_shapes": list(DISTRACTOR_SHAPES)} if style == "shape" else {}),
+            "distractors": distractors,
             "images": {"train": len(parts["voc_train"]), "val": len(parts["voc_val"]),
                        "extra_train": len(parts["extra"]), "train_aug": len(train_aug)},
             "sbd_lists_with_voc_val_ids": sorted(sbd_ids & set(parts["voc_val"])),
@@ -501,6 +681,6 @@ def main(args) -> int:
     start = time.perf_counter()
     info = make_demo(args.params, args.out)
     images = info["images"]
-    print(f"demo dataset in {args.out}: {images['train']} train, {images['extra_train']} extra "
+    print(f"demo dataset ({info['style']} style) in {args.out}: {images['train']} train, {images['extra_train']} extra "
           f"train_aug, {images['val']} val images ({time.perf_counter() - start:.1f} s)")
     return 0

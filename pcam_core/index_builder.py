@@ -3,8 +3,14 @@
 The same code reads the generated demo and the real PASCAL VOC 2012 + SBD + "What's the
 point" data: the demo is written in the real formats precisely so that this path is tested.
 Nothing is dropped silently: every click quirk, every image without a valid click (left out
-of training) and every click that lands on another class's or a void pixel is counted in
-the report.
+of training unless its XML labels it) and every click that lands on another class's or a
+void pixel is counted in the report.
+
+Image-level labels (``ImageRecord.classes``) are the classes of VOC's ``Annotations/<id>.xml``
+when that folder exists (every object, difficult and truncated included: IRN's
+``cls_labels.npy``), else the classes of the valid clicks. With XML labels a class whose only
+click was unusable stays a positive, and a click of a class the XML does not list is dropped;
+the report's ``image_labels`` section counts both.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import json
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +30,11 @@ from pcam_core.class_list import IGNORE_INDEX, ClassList
 from pcam_core.dataset_index import DatasetIndex, ImageRecord
 from pcam_core.image_io import image_size
 from pcam_core.label_png import read_label_png
-from pcam_core.voc_reader import (load_click_json, read_sbd_mask, read_split_list,
-                                  train_aug_ids, validate_clicks, voc_class_list)
+from pcam_core.voc_reader import (load_click_json, read_annotation_folder, read_sbd_mask,
+                                  read_split_list, train_aug_ids, validate_clicks, voc_class_list)
 
 DATASETS = ("demo", "voc2012", "custom")
+IMAGE_LABEL_EXAMPLES = 10  # images with disagreeing XML and click classes quoted in the report
 
 
 def count_click_noise(noise: Counter, mask: np.ndarray, clicks) -> None:
@@ -44,6 +52,35 @@ def classes_of(mask: np.ndarray) -> tuple[int, ...]:
     """Object class ids present in a ground-truth mask (void and background excluded)."""
     values = np.unique(mask)
     return tuple(int(v) for v in values if 0 < v < IGNORE_INDEX)
+
+
+@dataclass
+class ImageLabelCounts:
+    """Where the image-level labels came from and how XML and clicks disagreed."""
+
+    source: str  # "xml" or "clicks"
+    note: str = ""
+    images_without_xml: int = 0  # kept their click classes
+    clicks_class_not_in_xml: int = 0  # valid clicks dropped: the XML lists no such object
+    xml_classes_without_click: int = 0  # (image, class) pairs labelled by the XML alone
+    images_with_disagreement: int = 0  # XML classes != classes of the valid clicks
+    examples: list = field(default_factory=list)
+
+    def reconcile(self, image_id: str, xml_classes: tuple[int, ...], valid) -> tuple:
+        """The XML classes and the clicks kept (those of an XML class), counting the rest."""
+        kept = tuple(c for c in valid if c.cls in xml_classes)
+        clicked = {c.cls for c in valid}
+        self.clicks_class_not_in_xml += len(valid) - len(kept)
+        self.xml_classes_without_click += len(set(xml_classes) - clicked)
+        if clicked != set(xml_classes):
+            self.images_with_disagreement += 1
+            if len(self.examples) < IMAGE_LABEL_EXAMPLES:
+                self.examples.append({"id": image_id, "xml_classes": list(xml_classes),
+                                      "click_classes": sorted(clicked)})
+        return tuple(xml_classes), kept
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
 
 
 def build_index(name: str, voc_root: str | Path, sbd_root: str | Path,
@@ -87,17 +124,34 @@ def build_index(name: str, voc_root: str | Path, sbd_root: str | Path,
                                 gt_mat if gt_mat.is_file() else None, mask)
 
     clicks, click_report = validate_clicks(load_click_json(points), sizes)
+    annotations = voc_root / "Annotations"
+    if annotations.is_dir():
+        xml_classes = read_annotation_folder(annotations, membership)
+        labels = ImageLabelCounts("xml", note=f"classes of {annotations}/<id>.xml (every object, "
+                                  "difficult and truncated included); images without one keep "
+                                  "their click classes")
+    else:
+        xml_classes = None
+        labels = ImageLabelCounts("clicks", note=f"no {annotations} folder: the image-level labels "
+                                  "are the classes of the valid clicks",
+                                  images_without_xml=len(membership))
 
     records, noise = [], Counter()
     for image_id, split_names in membership.items():
         gt_png, gt_mat, mask = masks_info[image_id]
         valid = clicks.get(image_id, ())
+        classes = tuple(sorted({c.cls for c in valid}))
+        if xml_classes is not None:
+            if image_id in xml_classes:
+                classes, valid = labels.reconcile(image_id, xml_classes[image_id], valid)
+            else:
+                labels.images_without_xml += 1
         if mask is not None:
             count_click_noise(noise, mask, valid)
         height, width = sizes[image_id]
         records.append(ImageRecord(
             id=image_id, image=str(paths[image_id]), height=height, width=width,
-            splits=tuple(split_names), classes=tuple(sorted({c.cls for c in valid})),
+            splits=tuple(split_names), classes=classes,
             gt_classes=classes_of(mask) if mask is not None else (), clicks=valid,
             gt_png=str(gt_png) if gt_png else None, gt_mat=str(gt_mat) if gt_mat else None,
         ))
@@ -106,24 +160,30 @@ def build_index(name: str, voc_root: str | Path, sbd_root: str | Path,
     index.report = data_report(index, click_report.as_dict(), dict(noise),
                                seconds=time.perf_counter() - start,
                                sources={"voc_root": str(voc_root), "sbd_root": str(sbd_root),
-                                        "points": str(points)})
+                                        "points": str(points)},
+                               image_labels=labels.as_dict())
     return index
 
 
 def data_report(index: DatasetIndex, clicks: dict, noise: dict, seconds: float, sources: dict,
                 masks: dict | None = None,
-                split_note: str = "VOC val ids are never in train_aug") -> dict:
+                split_note: str = "VOC val ids are never in train_aug",
+                image_labels: dict | None = None) -> dict:
     """Counts a user needs to trust the data: splits, quirks, points per image, noise.
 
-    ``masks`` holds the mask counts of the layout (VOC: VOC PNGs and SBD-only masks).
+    ``masks`` holds the mask counts of the layout (VOC: VOC PNGs and SBD-only masks);
+    ``image_labels`` (VOC layout) the ``ImageLabelCounts`` of where ``classes`` came from.
     """
     train_aug = index.split("train_aug")
     per_image = np.array([len(r.clicks) for r in train_aug]) if train_aug else np.zeros(0)
     histogram = {str(k): int((per_image == k).sum()) for k in range(5)}
     histogram["5+"] = int((per_image >= 5).sum())
+    no_click = [r.id for r in train_aug if not r.clicks]
     left_out = [r.id for r in train_aug if not r.classes]
+    # Click classes, not ``classes``: with XML labels these differ, and this count is the
+    # clicks' agreement with the masks.
     disagree = sum(1 for r in index.records.values()
-                   if r.gt_classes and r.classes and set(r.classes) != set(r.gt_classes))
+                   if r.gt_classes and r.clicks and {c.cls for c in r.clicks} != set(r.gt_classes))
     if masks is None:
         masks = {"images_with_voc_mask": sum(1 for r in index.records.values() if r.gt_png),
                  "images_with_sbd_mask_only": sum(1 for r in index.records.values()
@@ -139,11 +199,16 @@ def data_report(index: DatasetIndex, clicks: dict, noise: dict, seconds: float, 
             "median": float(np.median(per_image)) if per_image.size else 0.0,
             "histogram": histogram,
         },
-        "train_aug_without_valid_click": {"count": len(left_out), "examples": left_out[:10],
-                                          "note": "left out of training (no image-level label)"},
+        "train_aug_without_valid_click": {
+            "count": len(no_click), "examples": no_click[:10],
+            "left_out_of_training": len(left_out),
+            "note": ("left out of training (no image-level label)" if no_click == left_out else
+                     f"{len(left_out)} left out of training (no image-level label); the other "
+                     f"{len(no_click) - len(left_out)} train on their XML image-level label alone")},
         "click_noise": noise,
         "images_whose_click_classes_differ_from_gt_classes": disagree,
         **masks,
+        **({"image_labels": image_labels} if image_labels is not None else {}),
         "build_seconds": round(seconds, 2),
     }
 
@@ -179,7 +244,12 @@ def report_markdown(report: dict, classes: ClassList) -> str:
         names = ", ".join(f"{name!r} ({count})" for name, count in clicks["unknown_class_names"].items())
         lines.append(f"| unknown class names | {names} |")
     left = report["train_aug_without_valid_click"]
-    lines.append(f"| train_aug images without a valid click (left out of training) | {left['count']:,} |")
+    out = left.get("left_out_of_training", left["count"])  # reports written before XML labels
+    if out == left["count"]:
+        lines.append(f"| train_aug images without a valid click (left out of training) | {left['count']:,} |")
+    else:
+        lines.append(f"| train_aug images without a valid click | {left['count']:,} |")
+        lines.append(f"| ... of which left out of training (no image-level label either) | {out:,} |")
     noise = report["click_noise"]
     if noise.get("on_gt_pixel"):
         lines.append(f"| valid clicks on a pixel of another GT class | {noise.get('on_other_class', 0):,} "
@@ -195,9 +265,38 @@ def report_markdown(report: dict, classes: ClassList) -> str:
     if clicks.get("examples"):
         lines += ["", "Examples of images with each quirk:", ""]
         lines += [f"- {quirk.replace('_', ' ')}: {', '.join(ids)}" for quirk, ids in clicks["examples"].items()]
+    lines += image_label_markdown(report.get("image_labels"))
     sources = ", ".join(f"{k} {v}" for k, v in report["sources"].items() if v)
     lines += ["", f"Built in {report['build_seconds']} s from {sources}."]
     return "\n".join(lines) + "\n"
+
+
+def image_label_markdown(labels: dict | None) -> list[str]:
+    """The report's image-level label section (VOC layout only; none for custom datasets)."""
+    if not labels:
+        return []
+    if labels["source"] == "xml":
+        sentence = ("Each image's training label is the set of classes of its Annotations XML "
+                    "(difficult and truncated objects included), so a class whose click was "
+                    "unusable still counts; clicks of a class the XML does not list are dropped.")
+    else:
+        sentence = ("There is no Annotations folder, so each image's training label is the set "
+                    "of classes of its valid clicks: a class whose only click was unusable "
+                    "becomes a negative.")
+    lines = ["", "## Image-level labels", "", sentence, "", "| what | count |", "|---|---:|",
+             f"| source of the labels | {labels['source']} |"]
+    if labels["source"] == "xml":
+        lines += [
+            f"| images without an XML file (click classes kept) | {labels['images_without_xml']:,} |",
+            f"| valid clicks dropped: class not in the image's XML | {labels['clicks_class_not_in_xml']:,} |",
+            f"| XML classes without a click (labelled by the XML alone) | {labels['xml_classes_without_click']:,} |",
+            f"| images whose XML and click classes differ | {labels['images_with_disagreement']:,} |",
+        ]
+        if labels.get("examples"):
+            lines += ["", "Examples: " + "; ".join(
+                f"{e['id']} (XML {e['xml_classes']}, clicks {e['click_classes']})"
+                for e in labels["examples"][:5]) + "."]
+    return lines
 
 
 def add_arguments(parser) -> None:

@@ -5,12 +5,17 @@ Click quirks (spec §8.5): points with x >= W or y >= H, negative coordinates, u
 ids, malformed entries, ids with empty lists, ids missing from the file, and ids in the file
 that the dataset does not have. A click is valid when 0 <= x < W, 0 <= y < H (x = column,
 y = row, floats allowed) and 1 <= cls <= 20.
+
+Image-level labels come from VOC's ``Annotations/<id>.xml`` when present (as IRN builds its
+``cls_labels.npy``: every ``<object>``, difficult and truncated ones included), so that a class
+whose only click is unusable still labels its image.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +36,7 @@ VOC_CLASSES = (
     "sheep", "sofa", "train", "tvmonitor",
 )
 NUM_OBJECT_CLASSES = len(VOC_CLASSES) - 1  # 20: "What's the point" cls ids are 1..20
+_OBJECT_CLASS_IDS = {name: i for i, name in enumerate(VOC_CLASSES) if i > 0}
 
 read_voc_mask = read_label_png
 
@@ -62,6 +68,48 @@ def read_sbd_mask(path: str | Path) -> np.ndarray:
     except (KeyError, IndexError, ValueError):
         raise ValueError(f"{path}: no GTcls.Segmentation field (not an SBD cls/ file?)") from None
     return np.asarray(segmentation, dtype=np.uint8)
+
+
+def read_annotation_classes(path: str | Path) -> tuple[int, ...]:
+    """Sorted VOC ids (1..20) of every ``<object>`` of an ``Annotations/<id>.xml``.
+
+    Difficult and truncated objects count, as in IRN's labels. Only an object's own
+    ``<name>`` is read: VOC's person layout nests ``<part><name>hand</name></part>`` in it.
+    """
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: annotation file not found") from None
+    except ET.ParseError as error:
+        raise ValueError(f"{path}: malformed XML ({error})") from None
+    if root.tag != "annotation":
+        raise ValueError(f"{path}: root element is <{root.tag}>, expected <annotation> "
+                         "(not a VOC Annotations file?)")
+    ids = set()
+    for number, obj in enumerate(root.findall("object"), start=1):
+        name = (obj.findtext("name") or "").strip()
+        if not name:
+            raise ValueError(f"{path}: <object> number {number} has no <name>")
+        if name not in _OBJECT_CLASS_IDS:
+            raise ValueError(f"{path}: <object> number {number} names unknown class {name!r}; "
+                             f"expected one of VOC's {NUM_OBJECT_CLASSES} classes")
+        ids.add(_OBJECT_CLASS_IDS[name])
+    return tuple(sorted(ids))
+
+
+def read_annotation_folder(folder: str | Path, ids) -> dict[str, tuple[int, ...]]:
+    """Classes of each id that has ``<folder>/<id>.xml``; ids without a file are left out
+    (the caller counts them)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: Annotations folder not found")
+    out = {}
+    for image_id in ids:
+        path = folder / f"{image_id}.xml"
+        if path.is_file():
+            out[image_id] = read_annotation_classes(path)
+    return out
 
 
 def train_aug_ids(voc_train: list[str], sbd_train: list[str], sbd_val: list[str],

@@ -130,4 +130,93 @@ def test_voc_index_unchanged_apart_from_the_class_list(tmp_path):
     assert data.pop("classes")["names"] == list(VOC_CLASSES)
     assert data.pop("image_reading") == ImageReading().to_json()
     data["report"].pop("build_seconds")
+    # Added with the XML image labels: the layout has no Annotations/, so nothing else moved.
+    assert data["report"].pop("image_labels")["source"] == "clicks"
+    left = data["report"]["train_aug_without_valid_click"]
+    assert left.pop("left_out_of_training") == left["count"]
     assert data == before
+
+
+def _annotate(voc, objects: dict[str, list[tuple[str, int, int]]]) -> None:
+    """Write Annotations/<id>.xml in VOC's format: (name, truncated, difficult) per object."""
+    folder = voc / "Annotations"
+    folder.mkdir()
+    for image_id, items in objects.items():
+        body = "".join(f"<object><name>{name}</name><pose>Unspecified</pose><truncated>{t}</truncated>"
+                       f"<difficult>{d}</difficult><bndbox><xmin>2</xmin><ymin>2</ymin><xmax>6</xmax>"
+                       f"<ymax>5</ymax></bndbox></object>" for name, t, d in items)
+        (folder / f"{image_id}.xml").write_text(
+            f"<annotation><folder>VOC2012</folder><filename>{image_id}.jpg</filename>"
+            f"<size><width>12</width><height>8</height><depth>3</depth></size>"
+            f"<segmented>1</segmented>{body}</annotation>")
+
+
+def _annotated_layout(root):
+    """The tiny layout plus: t1's only chair (9) click is out of bounds; XMLs for every image but
+    s2 (t1 bottle + a difficult, truncated chair; t2 bottle; v1 cat only, though clicked as
+    bottle; s1 dog)."""
+    voc, sbd, points = _layout(root)
+    raw = json.loads(points.read_text())
+    raw["t1"].append({"cls": 9, "x": 12, "y": 3, "rank": 1})  # x == W: dropped
+    points.write_text(json.dumps(raw))
+    _annotate(voc, {"t1": [("bottle", 0, 0), ("chair", 1, 1)], "t2": [("bottle", 0, 0)],
+                    "v1": [("cat", 0, 0)], "s1": [("dog", 1, 0)]})
+    return voc, sbd, points
+
+
+def test_xml_classes_are_the_image_labels(tmp_path):
+    voc, sbd, points = _annotated_layout(tmp_path)
+    index = build_index("voc2012", voc, sbd, points)
+    t1, t2, v1, s1, s2 = (index[i] for i in ("t1", "t2", "v1", "s1", "s2"))
+    # The chair's only click was out of bounds: it stays a positive (clicks alone lost it).
+    assert t1.classes == (5, 9) and {c.cls for c in t1.clicks} == {5}
+    assert t2.classes == (5,) and t2.clicks == ()  # empty click list, labelled by its XML
+    assert v1.classes == (8,) and v1.clicks == ()  # the bottle click is not in the XML: dropped
+    assert s1.classes == (12,) and len(s1.clicks) == 1
+    assert s2.classes == ()  # no XML and no click: still left out
+    assert [r.id for r in index.training_records()] == ["t1", "t2", "s1"]
+    labels = index.report["image_labels"]
+    assert labels["source"] == "xml"
+    assert (labels["images_without_xml"], labels["clicks_class_not_in_xml"],
+            labels["xml_classes_without_click"], labels["images_with_disagreement"]) == (1, 1, 3, 3)
+    assert [e["id"] for e in labels["examples"]] == ["t1", "t2", "v1"]
+    assert labels["examples"][2] == {"id": "v1", "xml_classes": [8], "click_classes": [5]}
+    left = index.report["train_aug_without_valid_click"]
+    assert (left["count"], left["left_out_of_training"]) == (2, 1)  # t2 and s2; only s2 out
+    # The click report still describes the file (3 valid clicks); the noise counts the 2 kept.
+    assert index.report["clicks"]["valid_clicks"] == 3 and index.report["click_noise"]["on_gt_pixel"] == 2
+    markdown = report_markdown(index.report, index.classes)
+    assert "## Image-level labels" in markdown and "| source of the labels | xml |" in markdown
+    assert "| valid clicks dropped: class not in the image's XML | 1 |" in markdown
+    assert "| XML classes without a click (labelled by the XML alone) | 3 |" in markdown
+    index.save(tmp_path / "index.json")
+    assert DatasetIndex.load(tmp_path / "index.json")["t1"].classes == (5, 9)
+
+
+def test_without_annotations_the_click_classes_are_the_labels(tmp_path):
+    voc, sbd, points = _annotated_layout(tmp_path)
+    for xml in (voc / "Annotations").iterdir():
+        xml.unlink()
+    (voc / "Annotations").rmdir()
+    index = build_index("voc2012", voc, sbd, points)
+    assert index["t1"].classes == (5,) and index["t2"].classes == () and index["v1"].classes == (5,)
+    labels = index.report["image_labels"]
+    assert labels["source"] == "clicks" and "no " in labels["note"] and "Annotations" in labels["note"]
+    assert labels["images_without_xml"] == len(index) and labels["clicks_class_not_in_xml"] == 0
+    assert "There is no Annotations folder" in report_markdown(index.report, index.classes)
+
+
+def test_empty_annotations_folder_keeps_click_classes_and_counts_them(tmp_path):
+    voc, sbd, points = _layout(tmp_path)
+    (voc / "Annotations").mkdir()
+    index = build_index("voc2012", voc, sbd, points)
+    assert index["t1"].classes == (5,) and index["s1"].classes == (12,)
+    labels = index.report["image_labels"]
+    assert labels["source"] == "xml" and labels["images_without_xml"] == len(index) == 5
+
+
+def test_a_bad_annotation_stops_the_build_naming_the_file(tmp_path):
+    voc, sbd, points = _annotated_layout(tmp_path)
+    (voc / "Annotations" / "s1.xml").write_text("<annotation><object><name>unicorn</name></object></annotation>")
+    with pytest.raises(ValueError, match="s1.xml.*'unicorn'"):
+        build_index("voc2012", voc, sbd, points)

@@ -1,4 +1,5 @@
-"""Readers of the real layouts: palette PNGs, SBD .mat files, split lists, click quirks."""
+"""Readers of the real layouts: palette PNGs, SBD .mat files, split lists, click quirks,
+Annotations XML."""
 
 import json
 
@@ -9,7 +10,8 @@ from PIL import Image
 
 from pcam_core.dataset_index import Click
 from pcam_core.label_png import label_to_image, read_label_png, write_label_png
-from pcam_core.voc_reader import (load_click_json, read_sbd_mask, read_split_list,
+from pcam_core.voc_reader import (load_click_json, read_annotation_classes,
+                                  read_annotation_folder, read_sbd_mask, read_split_list,
                                   train_aug_ids, validate_clicks)
 
 
@@ -124,3 +126,68 @@ def test_click_file_errors_name_the_file(tmp_path):
         load_click_json(bad)
     with pytest.raises(FileNotFoundError, match="absent.json"):
         load_click_json(tmp_path / "absent.json")
+
+
+def _voc_xml(*objects: str, extra: str = "") -> str:
+    """An Annotations file in VOC's layout; each object is an <object> body after <name>."""
+    body = "".join(f"<object><name>{o}</object>" for o in objects)
+    return (f"<annotation><folder>VOC2012</folder><filename>x.jpg</filename><size><width>10</width>"
+            f"<height>8</height><depth>3</depth></size><segmented>0</segmented>{body}{extra}</annotation>")
+
+
+BOX = "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>4</ymax></bndbox>"
+
+
+@pytest.fixture
+def annotations(tmp_path):
+    """A tiny hand-written VOC Annotations folder: normal, difficult/truncated, person parts."""
+    folder = tmp_path / "VOCdevkit/VOC2012/Annotations"
+    folder.mkdir(parents=True)
+    (folder / "2007_000001.xml").write_text(_voc_xml(
+        f"dog</name><pose>Left</pose><truncated>0</truncated><difficult>0</difficult>{BOX}",
+        f"cat</name><pose>Unspecified</pose><truncated>0</truncated><difficult>0</difficult>{BOX}",
+        f"dog</name><pose>Right</pose><truncated>0</truncated><difficult>0</difficult>{BOX}"))
+    (folder / "2007_000002.xml").write_text(_voc_xml(
+        f"bottle</name><truncated>1</truncated><difficult>1</difficult>{BOX}",
+        f"\n\t\ttvmonitor\n\t</name><truncated>1</truncated><difficult>0</difficult>{BOX}"))
+    (folder / "2007_000003.xml").write_text(_voc_xml(  # person layout: parts have names too
+        f"person</name><difficult>0</difficult>{BOX}<part><name>hand</name>{BOX}</part>"
+        f"<part><name>head</name>{BOX}</part>"))
+    return folder
+
+
+def test_annotation_classes_include_difficult_and_truncated_objects(annotations):
+    assert read_annotation_classes(annotations / "2007_000001.xml") == (8, 12)  # cat, dog once
+    assert read_annotation_classes(annotations / "2007_000002.xml") == (5, 20)  # both flagged
+    assert read_annotation_classes(annotations / "2007_000003.xml") == (15,)  # parts ignored
+    folder = read_annotation_folder(annotations, ["2007_000003", "2007_000001", "2007_999999"])
+    assert folder == {"2007_000003": (15,), "2007_000001": (8, 12)}  # no file: left to the caller
+
+
+def test_malformed_annotation_xml_is_an_error_naming_the_file(annotations):
+    bad = annotations / "2007_000004.xml"
+    bad.write_text(_voc_xml("cat</name>").replace("</annotation>", ""))  # truncated file
+    with pytest.raises(ValueError, match="2007_000004.xml.*malformed XML"):
+        read_annotation_classes(bad)
+    with pytest.raises(ValueError, match="2007_000004.xml"):
+        read_annotation_folder(annotations, ["2007_000001", "2007_000004"])
+    bad.write_text("<doc><object><name>cat</name></object></doc>")
+    with pytest.raises(ValueError, match="2007_000004.xml.*<annotation>"):
+        read_annotation_classes(bad)
+    bad.write_text(_voc_xml(f"</name><difficult>0</difficult>{BOX}"))
+    with pytest.raises(ValueError, match="2007_000004.xml.*no <name>"):
+        read_annotation_classes(bad)
+
+
+def test_unknown_class_name_in_annotation_is_an_error(annotations):
+    bad = annotations / "2007_000005.xml"
+    bad.write_text(_voc_xml(f"cat</name>{BOX}", f"zebra</name>{BOX}"))
+    with pytest.raises(ValueError, match="2007_000005.xml.*'zebra'"):
+        read_annotation_classes(bad)
+    bad.write_text(_voc_xml(f"background</name>{BOX}"))  # id 0 is not an object class
+    with pytest.raises(ValueError, match="2007_000005.xml.*'background'"):
+        read_annotation_classes(bad)
+    with pytest.raises(FileNotFoundError, match="absent.xml"):
+        read_annotation_classes(annotations / "absent.xml")
+    with pytest.raises(FileNotFoundError, match="Nothing"):
+        read_annotation_folder(annotations.parent / "Nothing", ["2007_000001"])
