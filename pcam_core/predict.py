@@ -16,7 +16,10 @@ Two modes:
   --split val --out-dir DIR`` predicts the shard's images that belong to the split (``all``:
   every image of the shard; ``--ids FILE`` keeps only the listed ids) as ``DIR/<id>.png``
   (ids with '/' make sub-folders); DIR is written as a whole (temp folder + rename), so a killed job leaves
-  no half-filled folder behind.
+  no half-filled folder behind. ``--true-classes-out-dir DIR2`` also writes, from the same
+  forward pass, each image's prediction restricted to background + its ground-truth classes
+  (images whose classes the index knows: a mask with objects, or a known-empty tile): the
+  like-for-like counterpart of the val pseudo labels, which only ever hold those classes.
 
 Inference follows the paper's protocol (spec §6.6): full-resolution input, single scale, no
 flip, no CRF. Images of the same size are batched together (VOC has few distinct sizes), so
@@ -133,9 +136,9 @@ def overlay_image(rgb: np.ndarray, label: np.ndarray, alpha: float = OVERLAY_ALP
 
 
 @torch.no_grad()
-def predict_batch(model: torch.nn.Module, rgbs: list[np.ndarray], mean: Sequence[float],
-                  std: Sequence[float], device: torch.device) -> list[np.ndarray]:
-    """Labels (uint8 H x W) for same-size uint8 RGB images: single scale, no flip."""
+def predict_logits(model: torch.nn.Module, rgbs: list[np.ndarray], mean: Sequence[float],
+                   std: Sequence[float], device: torch.device) -> torch.Tensor:
+    """float32 logits (B, C, H, W), on ``device``, of same-size uint8 RGB images: single scale, no flip."""
     x = torch.from_numpy(np.stack(rgbs)).to(device).permute(0, 3, 1, 2).float().div_(255)
     mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
@@ -144,18 +147,46 @@ def predict_batch(model: torch.nn.Module, rgbs: list[np.ndarray], mean: Sequence
         x = x.contiguous(memory_format=torch.channels_last)
     with tl.autocast_for(device):
         logits = model(x)
-    labels = logits.float().argmax(dim=1).to(torch.uint8).cpu().numpy()
-    return list(labels)
+    return logits.float()
+
+
+def labels_from_logits(logits: torch.Tensor) -> list[np.ndarray]:
+    """uint8 (H, W) argmax labels of (B, C, H, W) logits."""
+    return list(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
+
+
+def restricted_label(logits: torch.Tensor, allowed: Sequence[int]) -> np.ndarray:
+    """uint8 (H, W) argmax of (C, H, W) logits over the channels in ``allowed`` only.
+
+    The other channels are set to -inf; adding 0 leaves the allowed ones exact, so wherever
+    the unrestricted argmax is allowed the restricted one equals it (argmax takes the first
+    maximum either way).
+    """
+    mask = torch.full((logits.shape[0],), -torch.inf, device=logits.device)
+    mask[torch.as_tensor(list(allowed), dtype=torch.long, device=logits.device)] = 0
+    return (logits + mask[:, None, None]).argmax(dim=0).to(torch.uint8).cpu().numpy()
+
+
+def predict_batch(model: torch.nn.Module, rgbs: list[np.ndarray], mean: Sequence[float],
+                  std: Sequence[float], device: torch.device) -> list[np.ndarray]:
+    """Labels (uint8 H x W) for same-size uint8 RGB images: single scale, no flip."""
+    return labels_from_logits(predict_logits(model, rgbs, mean, std, device))
 
 
 def predict_files(checkpoint: str | Path, images: list[tuple[str, Path]], out_dir: Path, *,
                   overlay: bool = False, batch_size: int = 4, device: str = "auto",
                   skip_unreadable: bool = False, workers: int = 2,
-                  desc: str = "predict") -> dict[str, object]:
-    """Predict every (name, path) into ``out_dir/<name>.png``; returns counts and skipped files."""
+                  desc: str = "predict", true_classes: dict[str, Sequence[int]] | None = None,
+                  true_classes_dir: Path | None = None) -> dict[str, object]:
+    """Predict every (name, path) into ``out_dir/<name>.png``; returns counts and skipped files.
+
+    With ``true_classes`` (name -> its ground-truth class ids) and ``true_classes_dir``, the
+    named images also get ``true_classes_dir/<name>.png`` restricted to {0} U their classes.
+    """
     dev = tl.pick_device(device)
     model, payload = load_deeplab(checkpoint, dev)
     palette = checkpoint_classes(payload).palette()
+    true_classes = true_classes or {}
     reading = ImageReading.from_json(payload.get("image_reading"))
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -173,7 +204,7 @@ def predict_files(checkpoint: str | Path, images: list[tuple[str, Path]], out_di
                         num_workers=max(0, workers) if len(batches) > 1 else 0,
                         collate_fn=_as_is)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = 0
+    written = restricted = 0
     bar = tl.progress_bar(len(sizes), 0, desc)
     for batch in loader:
         good = []
@@ -185,9 +216,17 @@ def predict_files(checkpoint: str | Path, images: list[tuple[str, Path]], out_di
             else:
                 good.append((name, rgb))
         if good:
-            labels = predict_batch(model, [rgb for _, rgb in good], payload["mean"], payload["std"], dev)
-            for (name, rgb), label in zip(good, labels):
+            logits = predict_logits(model, [rgb for _, rgb in good], payload["mean"], payload["std"], dev)
+            for (name, rgb), label, image_logits in zip(good, labels_from_logits(logits), logits):
                 write_label_png(out_dir / f"{name}.png", label, palette)
+                if name in true_classes and true_classes_dir is not None:
+                    allowed = [0, *true_classes[name]]
+                    if max(allowed) >= image_logits.shape[0]:
+                        raise ValueError(f"{name}: ground-truth classes {sorted(true_classes[name])} exceed the "
+                                         f"{image_logits.shape[0]} output classes of {checkpoint}")
+                    write_label_png(true_classes_dir / f"{name}.png", restricted_label(image_logits, allowed),
+                                    palette)
+                    restricted += 1
                 if overlay:
                     with atomic_path(out_dir / f"{name}_overlay.jpg") as tmp:
                         overlay_image(rgb, label, palette=palette).save(
@@ -195,7 +234,7 @@ def predict_files(checkpoint: str | Path, images: list[tuple[str, Path]], out_di
                 written += 1
         bar.update(len(batch))
     bar.close()
-    return {"written": written, "skipped": skipped, "device": str(dev)}
+    return {"written": written, "restricted": restricted, "skipped": skipped, "device": str(dev)}
 
 
 def shard_images(index: DatasetIndex, shard: str | Path, split: str,
@@ -211,6 +250,11 @@ def shard_images(index: DatasetIndex, shard: str | Path, split: str,
     if only is not None:
         members &= only
     return [(i, Path(index[i].image)) for i in read_shard_ids(shard) if i in members]
+
+
+def known_classes(record) -> bool:
+    """Whether the index knows the image's classes: a mask with objects, or a known-empty tile."""
+    return bool(record.gt_classes) or record.known_empty()
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -235,6 +279,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help="predict the shard's images of this split ('all': every image)")
     pipeline.add_argument("--ids", default=None,
                           help="a file of image ids: predict only these (with --index)")
+    pipeline.add_argument("--true-classes-out-dir", default=None,
+                          help="also write each image's prediction restricted to background + its "
+                               "ground-truth classes (images whose classes the index knows) here")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -246,17 +293,27 @@ def main(args: argparse.Namespace) -> int:
         only = set(read_id_list(args.ids, index.records, "--ids")) if args.ids else None
         images = shard_images(index, args.shard, args.split, only)
         context = atomic_directory(args.out_dir)
+        true_classes = {name: index[name].gt_classes for name, _ in images if known_classes(index[name])}
     else:
         if not args.inputs:
             raise SystemExit("pcam predict: give image files or folders (or --index and --shard)")
+        if args.true_classes_out_dir:
+            raise SystemExit("pcam predict: --true-classes-out-dir needs --index (the ground-truth classes)")
         images = collect_images(args.inputs)
         context = nullcontext(Path(args.out_dir))
+        true_classes = {}
+    true_context = atomic_directory(args.true_classes_out_dir) if args.true_classes_out_dir else nullcontext()
     workers = min(args.workers, args.threads) if args.threads > 0 else args.workers
-    with context as out_dir:
+    with context as out_dir, true_context as true_dir:
         result = predict_files(args.checkpoint, images, Path(out_dir), overlay=args.overlay,
                                batch_size=args.batch_size, device=args.device,
-                               skip_unreadable=args.skip_unreadable, workers=workers)
+                               skip_unreadable=args.skip_unreadable, workers=workers,
+                               true_classes=true_classes if true_dir else None,
+                               true_classes_dir=Path(true_dir) if true_dir else None)
     print(f"predict: {result['written']} label maps written to {args.out_dir} on {result['device']}")
+    if args.true_classes_out_dir:
+        print(f"predict: {result['restricted']} restricted to their ground-truth classes written to "
+              f"{args.true_classes_out_dir}")
     if result["skipped"]:
         print(f"predict: skipped {len(result['skipped'])} unreadable image(s):")
         for message in result["skipped"]:

@@ -239,6 +239,23 @@ def dense_propagate(cams: torch.Tensor, boundary: torch.Tensor, beta: float, exp
     return (seeds @ trans).view(k_maps, h, w)
 
 
+def normalised_maps(propagated: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(K, height, width) maps in [0, 1]: bilinear x4 upsample (align_corners=False), top-left
+    crop, ONE global max normalisation over all classes and pixels (spec §5.7 steps 1-2).
+
+    Split from ``labels_from_propagated`` so that calibration sweeps the background
+    threshold over the same values the labels are cut from.
+    """
+    k_maps, h, w = propagated.shape
+    maps = propagated.to(_work_dtype(propagated))
+    up = F.interpolate(maps[None], size=(4 * h, 4 * w), mode="bilinear",
+                       align_corners=False)[0, :, :height, :width]
+    peak = up.max()
+    if peak > 0:  # all-zero maps (e.g. seeds entirely on boundaries) stay background
+        up = up / peak
+    return up
+
+
 def labels_from_propagated(propagated: torch.Tensor, keys, height: int, width: int,
                            bg_threshold: float) -> np.ndarray:
     """Pseudo-label map uint8 (height, width) from propagated stride-4 maps (spec §5.7).
@@ -259,12 +276,7 @@ def labels_from_propagated(propagated: torch.Tensor, keys, height: int, width: i
         raise ValueError(f"a {h}x{w} stride-4 grid cannot cover a {height}x{width} image")
     if k_maps == 0:
         return np.zeros((height, width), dtype=np.uint8)
-    maps = propagated.to(_work_dtype(propagated))
-    up = F.interpolate(maps[None], size=(4 * h, 4 * w), mode="bilinear",
-                       align_corners=False)[0, :, :height, :width]
-    peak = up.max()
-    if peak > 0:  # all-zero maps (e.g. seeds entirely on boundaries) stay background
-        up = up / peak
+    up = normalised_maps(propagated, height, width)
     planes = torch.cat([torch.full_like(up[:1], bg_threshold), up])
     index = torch.argmax(planes, dim=0)  # first maximal index: ties -> background
     ids = torch.tensor([0] + keys, dtype=torch.uint8, device=index.device)

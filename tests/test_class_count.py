@@ -31,6 +31,7 @@ from pcam_core.ir_labels import mine_shard
 from pcam_core.irn_training import train_irn
 from pcam_core.label_png import find_label_files, read_label_png
 from pcam_core.predict import predict_files, shard_images
+from pcam_core.pseudo_label_pngs import write_pseudo_labels
 from pcam_core.pseudo_labels import random_walk_shard
 from pcam_core.shards import split_ids
 from pcam_core.summary import build_summary, summary_markdown
@@ -123,7 +124,9 @@ def pseudo(data, cams, ir_labels):
     dirs = []
     for shard, store in zip(data["shards"], cams["stores"]):
         out = v / "pseudo" / shard.stem
-        random_walk_shard(data["index_path"], shard, store, irn, RW_PARAMS, out, device="cpu")
+        walk = v / "pseudo" / "walk" / f"{shard.stem}.h5"
+        random_walk_shard(data["index_path"], shard, store, irn, RW_PARAMS, walk, device="cpu")
+        write_pseudo_labels(data["index_path"], shard, walk, RW_PARAMS["bg_threshold"], out)
         dirs.append(out)
     for split in ("train", "val"):
         cm = evaluate_split(data["index"], split, dirs)

@@ -121,3 +121,50 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="not a pcam DeepLab checkpoint"):
         pcam_main(["predict", "--checkpoint", str(bad), str(tmp_path / "in"), "--out-dir",
                    str(tmp_path / "o"), "--device", "cpu"])
+
+
+def test_restricted_label_keeps_allowed_winners():
+    """Argmax over {0} U classes: other channels never win, ties still go to the first."""
+    from pcam_core.predict import restricted_label
+
+    logits = torch.tensor([[[1.0, 0.0, 2.0, 5.0]], [[3.0, 0.0, 2.0, 1.0]], [[2.0, 0.0, 9.0, 1.0]]])
+    np.testing.assert_array_equal(restricted_label(logits, [0, 1]), [[1, 0, 0, 0]])
+    np.testing.assert_array_equal(restricted_label(logits, [0, 2]), [[2, 0, 2, 0]])
+    np.testing.assert_array_equal(restricted_label(logits, [0]), [[0, 0, 0, 0]])
+
+
+def test_true_classes_predictions(checkpoint, tmp_path):
+    """Restricted predictions hold only 0 and each image's GT classes, equal the normal one
+    wherever that is already allowed, and exist only for images whose classes are known."""
+    _images(tmp_path / "img", [("v1", (33, 45), "jpg"), ("v2", (40, 40), "jpg"), ("t1", (20, 20), "jpg")])
+    (tmp_path / "gt.png").write_bytes(b"")  # known_empty() only asks whether a mask exists
+    rows = (("v1", 33, 45, "val", (1, 9), None),  # objects in the mask
+            ("v2", 40, 40, "val", (), str(tmp_path / "gt.png")),  # an empty tile
+            ("t1", 20, 20, "train_aug", (), None))  # no mask: classes unknown
+    records = [ImageRecord(id=i, image=str(tmp_path / "img" / f"{i}.jpg"), height=h, width=w,
+                           splits=(s,), classes=gt, gt_classes=gt, gt_png=png)
+               for i, h, w, s, gt, png in rows]
+    DatasetIndex(records, {"val": ["v1", "v2"], "train_aug": ["t1"]}, "demo", voc_class_list()).save(
+        tmp_path / "index.json")
+    (tmp_path / "shard.txt").write_text("t1\nv1\nv2\n")
+    pcam_main(["predict", "--checkpoint", str(checkpoint), "--index", str(tmp_path / "index.json"),
+               "--shard", str(tmp_path / "shard.txt"), "--split", "all", "--device", "cpu",
+               "--out-dir", str(tmp_path / "pred"), "--true-classes-out-dir", str(tmp_path / "true")])
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["t1.png", "v1.png", "v2.png"]
+    assert sorted(p.name for p in (tmp_path / "true").iterdir()) == ["v1.png", "v2.png"]
+    normal = np.asarray(Image.open(tmp_path / "pred" / "v1.png"))
+    restricted = np.asarray(Image.open(tmp_path / "true" / "v1.png"))
+    assert Image.open(tmp_path / "true" / "v1.png").mode == "P" and restricted.shape == (33, 45)
+    assert set(np.unique(restricted).tolist()) <= {0, 1, 9}
+    allowed = np.isin(normal, [0, 1, 9])
+    assert allowed.any() and not allowed.all()  # the restriction has something to do
+    np.testing.assert_array_equal(restricted[allowed], normal[allowed])
+    assert not np.asarray(Image.open(tmp_path / "true" / "v2.png")).any()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_true_classes_need_the_index(checkpoint, tmp_path):
+    _images(tmp_path / "in", [("a", (8, 8), "png")])
+    with pytest.raises(SystemExit, match="--true-classes-out-dir needs --index"):
+        pcam_main(["predict", "--checkpoint", str(checkpoint), str(tmp_path / "in"), "--out-dir",
+                   str(tmp_path / "o"), "--true-classes-out-dir", str(tmp_path / "t"), "--device", "cpu"])
