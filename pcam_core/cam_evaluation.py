@@ -4,7 +4,8 @@ Spec §2.6 / §7: per image, argmax over [tau plane; high_res] mapped through [0
 (segmentation ids, ``CamRecord.label_ids``), one confusion matrix over the whole split
 (``evaluation.ConfusionMatrix``), every record of the split that has a GT mask PNG. A split
 without any mask is written as unscored (mIoU null, with the reason), not an error.
-tau is 0.15 for CAMs (IRN) and 0.30 for PCAMs (decision D3).
+tau comes from the calibration step (pcam_core/calibration.py); the paper's fixed values are
+0.15 for CAMs (IRN) and 0.30 for PCAMs (decision D3).
 
 An image with no classes to export (an all-background GT) has no maps by design and is
 predicted all background. Any other missing map is an error that gives the count and
@@ -79,12 +80,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--index", required=True, help="dataset index.json")
     parser.add_argument("--split", required=True, choices=("train", "val"), help="split to score")
     parser.add_argument("--stores", required=True, nargs="+", help="HDF5 CAM stores (all shards)")
-    parser.add_argument("--threshold", required=True, type=float,
-                        help="background plane tau (0.15 CAM, 0.30 PCAM)")
+    tau = parser.add_mutually_exclusive_group(required=True)
+    tau.add_argument("--threshold", type=float, help="background plane tau (paper: 0.15 CAM, 0.30 PCAM)")
+    tau.add_argument("--calibration", help="calibration JSON of the CAM step (its cam_eval_threshold)")
     parser.add_argument("--out-json", required=True, help="metrics JSON")
     parser.add_argument("--out-md", required=True, help="metrics Markdown table")
 
 
 def main(args) -> int:
-    evaluate_cams(args.index, args.split, args.stores, args.threshold, args.out_json, args.out_md)
+    threshold = args.threshold
+    if args.calibration:
+        from pcam_core.calibration import read_calibration
+
+        threshold = read_calibration(args.calibration, "cam_eval_threshold")
+    evaluate_cams(args.index, args.split, args.stores, threshold, args.out_json, args.out_md)
     return 0

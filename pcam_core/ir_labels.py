@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -200,13 +201,27 @@ def add_arguments(parser) -> None:
     parser.add_argument("--shard", required=True, help="shard list: one image id per line")
     parser.add_argument("--cams", required=True, help="the shard's CAM store (.h5)")
     parser.add_argument("--params", required=True, type=json_object,
-                        help="the config's irn section as JSON (fg_threshold, bg_threshold, crf, crf_iterations)")
+                        help="JSON: crf, crf_iterations and, without --calibration, fg_threshold and bg_threshold")
+    parser.add_argument("--calibration",
+                        help="calibration JSON of the CAM step: its ir_fg_threshold / ir_bg_threshold "
+                             "replace fg_threshold / bg_threshold")
     parser.add_argument("--out-dir", required=True, help="output directory of <id>.png IR labels")
     parser.add_argument("--threads", type=int, default=1, help="worker processes for the CRF")
 
 
 def main(args) -> int:
-    counts = mine_shard(args.index, args.shard, args.cams, args.params, args.out_dir, args.threads)
+    params = dict(args.params)
+    if args.calibration:
+        from pcam_core.calibration import read_calibration
+
+        params["fg_threshold"] = read_calibration(args.calibration, "ir_fg_threshold")
+        params["bg_threshold"] = read_calibration(args.calibration, "ir_bg_threshold")
+    missing = [k for k in ("fg_threshold", "bg_threshold") if k not in params]
+    if missing:
+        raise SystemExit(f"mine-ir-labels: give --calibration or {missing} in --params")
+    print(f"mine-ir-labels: foreground threshold {params['fg_threshold']}, background "
+          f"{params['bg_threshold']}", file=sys.stderr)
+    counts = mine_shard(args.index, args.shard, args.cams, params, args.out_dir, args.threads)
     print(f"mine-ir-labels: {counts['written']} IR labels written to {args.out_dir} "
           f"({counts['shard_train_aug']} train_aug images in the shard; skipped: "
           f"{counts['not_in_store']} not in the CAM store, {counts['no_classes']} with no classes)")

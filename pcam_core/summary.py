@@ -6,6 +6,9 @@ Reads, per variant ``v`` of ``R = results/<run>``, the metrics JSON files writte
     R/v/cam/metrics_{train,val}.json      Table 1 (thresholded CAMs)
     R/v/pseudo/metrics_{train,val}.json   Table 2 (random-walk refined maps = pseudo labels)
     R/v/deeplab/metrics_val.json          Table 3 (DeepLabv3+ trained on the pseudo labels)
+    R/v/deeplab/metrics_val_true_classes.json   Table 3 like for like (true classes only)
+    R/v/calibration/{cam_threshold,ir_labels,walk}.json   the thresholds used (pcam_core/calibration.py)
+    R/v/quality_gates.json                the stage checks (pcam_core/quality_gates.py)
 
 A missing file is shown as "—" and listed under Notes; nothing is dropped silently. A file
 that exists but cannot be read is an error (it means a stage wrote something broken). A
@@ -13,7 +16,8 @@ split without ground-truth masks is written unscored by the evaluation (mIoU nul
 note); the summary shows "—", says that mIoU needs masks and where the outputs are.
 
 Ordering checks (the paper's claims, in the form the demo can test): CAM < PCAM on Table 1,
-each map < its refined map (Table 1 -> 2), and final >= refined - 0.03 (Table 2 -> 3).
+each map < its refined map (Table 1 -> 2), and final >= refined - 0.03 (Table 2 -> 3), the
+last also like for like.
 
 For ``--dataset voc2012`` the paper's numbers are shown in adjacent columns. They are
 constants QUOTED from McEver & Manjunath (Tables 1-4, PASCAL VOC 2012), not measured here.
@@ -29,13 +33,20 @@ from typing import Any
 from pcam_core.atomic_output import write_text
 from pcam_core.voc_reader import VOC_CLASSES  # the paper's Table 4 columns only
 
-SUMMARY_FORMAT = "pcam-summary/1"
+SUMMARY_FORMAT = "pcam-summary/2"  # 2: calibration, quality gates, like-for-like Table 3
 SPLITS = ("train", "val")
-# stage key -> (folder under R/<variant>, splits scored, table title)
+# stage key -> (file under R/<variant> with {split}, splits scored, table title)
 STAGES = {
-    "cam": ("cam", SPLITS, "Table 1 — activation maps (thresholded CAMs)"),
-    "refined": ("pseudo", SPLITS, "Table 2 — refined maps (random-walk pseudo labels)"),
-    "final": ("deeplab", ("val",), "Table 3 — final: DeepLabv3+ trained on the pseudo labels"),
+    "cam": ("cam/metrics_{split}.json", SPLITS, "Table 1 — activation maps (thresholded CAMs)"),
+    "refined": ("pseudo/metrics_{split}.json", SPLITS, "Table 2 — refined maps (random-walk pseudo labels)"),
+    "final": ("deeplab/metrics_{split}.json", ("val",),
+              "Table 3 — final: DeepLabv3+ trained on the pseudo labels"),
+    # The val pseudo labels only hold each image's true classes (the export uses the GT image
+    # labels, spec §5.9), DeepLab's predictions may hold any class: this row compares like
+    # with like (DeepLab's argmax over background + the image's true classes).
+    "final_true_classes": ("deeplab/metrics_{split}_true_classes.json", ("val",),
+                           "Table 3, like for like — DeepLabv3+ restricted to each image's true "
+                           "classes, as the val pseudo labels are"),
 }
 VARIANT_NAMES = {"cam": "CAM (image labels)", "pcam": "PCAM (points)",
                  "pcam_full": "PCAM F (every GT pixel a point)"}
@@ -63,7 +74,7 @@ PAPER_TABLE4_MEAN_PERCENT = 70.5  # as printed; the 21 values above average 70.4
 
 
 def metrics_path(results_dir: Path, variant: str, stage: str, split: str) -> Path:
-    return results_dir / variant / STAGES[stage][0] / f"metrics_{split}.json"
+    return results_dir / variant / STAGES[stage][0].format(split=split)
 
 
 def read_metrics(path: Path) -> dict[str, Any] | None:
@@ -144,7 +155,55 @@ def ordering_checks(table: dict) -> list[dict[str, Any]]:
         checks.append(_check(f"{label}: final >= refined - {100 * FINAL_TOLERANCE:.0f} points "
                              "(Tables 2-3, val)",
                              values, lambda v, a=label: v["final"] >= v[f"refined {a}"] - FINAL_TOLERANCE))
+        values = {f"refined {label}": stages["refined"]["val"],
+                  "final, true classes": stages["final_true_classes"]["val"]}
+        checks.append(_check(f"{label}: final like for like >= refined - {100 * FINAL_TOLERANCE:.0f} "
+                             "points (Tables 2-3, val)", values,
+                             lambda v, a=label: v["final, true classes"] >= v[f"refined {a}"] - FINAL_TOLERANCE))
     return checks
+
+
+def read_json_if_present(path: Path, what: str, notes: list[str]) -> dict | None:
+    """A calibration or gates JSON, or None (and a note) when the file is missing."""
+    if not path.exists():
+        notes.append(f"missing: {path}")
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot read the {what} JSON ({error})") from None
+
+
+def collect_calibration(results_dir: Path, variants: list[str], notes: list[str]) -> dict:
+    """Per variant: the thresholds its stages used and where they came from."""
+    out = {}
+    for variant in variants:
+        entry = {}
+        for step in ("cam_threshold", "ir_labels", "walk"):
+            data = read_json_if_present(results_dir / variant / "calibration" / f"{step}.json",
+                                        "calibration", notes)
+            if data is None:
+                continue
+            for key in ("cam_eval_threshold", "ir_fg_threshold", "ir_bg_threshold", "walk_bg_threshold"):
+                if key in data:
+                    entry[key] = data[key]
+                    if data.get("measured_choice", {}).get(key) is not None:
+                        entry[f"{key}_measured"] = data["measured_choice"][key]
+            entry[f"{step}_source"] = data["source"]
+            entry[f"{step}_images"] = data["images"]
+            if data["source"] == "fallback" and data["note"] not in notes:
+                notes.append(f"{variant}: {data['note']}")
+        out[variant] = entry
+    return out
+
+
+def collect_gates(results_dir: Path, variants: list[str], notes: list[str]) -> dict:
+    out = {}
+    for variant in variants:
+        data = read_json_if_present(results_dir / variant / "quality_gates.json", "quality gates", notes)
+        if data is not None:
+            out[variant] = data["gates"]
+    return out
 
 
 # ----------------------------------------------------------------------------- Markdown
@@ -182,7 +241,7 @@ def summary_markdown(report: dict[str, Any]) -> str:
         for variant, stages in report["miou"].items():
             row = [VARIANT_NAMES.get(variant, variant)] + [_pct(stages[stage][s]) for s in splits]
             if with_paper:
-                paper = report["paper"]["miou_percent"][stage].get(variant, {})
+                paper = report["paper"]["miou_percent"].get(stage, {}).get(variant, {})
                 row += [_paper(paper.get(s)) for s in splits]
             lines.append("| " + " | ".join(row) + " |")
         if stage == "final" and with_paper:
@@ -202,6 +261,7 @@ def summary_markdown(report: dict[str, Any]) -> str:
         paper = report["paper"]["table4_pcam_final_percent"]
         lines.append("| paper: Ours – final (PCAM) | " + " | ".join(_paper(paper[n]) for n in names)
                      + f" | {_paper(report['paper']['table4_mean_percent'])} |")
+    lines += _calibration_markdown(report) + _gates_markdown(report)
     lines += ["", "## Checks", ""]
     marks = {"pass": "PASS", "fail": "FAIL", "not evaluated": "n/a "}
     for check in report["checks"]:
@@ -213,6 +273,46 @@ def summary_markdown(report: dict[str, Any]) -> str:
     if with_paper:
         lines.append(f"- paper numbers: {report['paper']['source']}")
     return "\n".join(lines) + "\n"
+
+
+def _threshold(entry: dict, key: str) -> str:
+    if key not in entry:
+        return "—"
+    measured = entry.get(f"{key}_measured")
+    shown = f"{entry[key]:.2f}"
+    # fixed mode: the value used, and what auto would have chosen beside it
+    return shown if measured is None or measured == entry[key] else f"{shown} (auto: {measured:.2f})"
+
+
+def _calibration_markdown(report: dict[str, Any]) -> list[str]:
+    lines = ["", "## Calibration — the thresholds each variant used", "",
+             "Chosen on masked train images (`calibration: auto`) or as configured (`fixed`, or "
+             "`fallback` when no train image has a mask). Table 1 uses the CAM threshold, the IR "
+             "labels the foreground/background pair, Table 2 the walk threshold.", "",
+             "| variant | CAM eval | IR fg | IR bg | walk bg | source (CAM / IR / walk) | images |",
+             "|---|---:|---:|---:|---:|---|---:|"]
+    for variant, entry in report["calibration"].items():
+        row = [VARIANT_NAMES.get(variant, variant)]
+        row += [_threshold(entry, k) for k in ("cam_eval_threshold", "ir_fg_threshold",
+                                              "ir_bg_threshold", "walk_bg_threshold")]
+        sources = [entry.get(f"{step}_source", "—") for step in ("cam_threshold", "ir_labels", "walk")]
+        row += [" / ".join(sources), str(entry.get("ir_labels_images", "—"))]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _gates_markdown(report: dict[str, Any]) -> list[str]:
+    lines = ["", "## Quality gates", "",
+             "Measured checks of each stage (pcam_core/quality_gates.py); a warning names what to "
+             "change.", "",
+             "| variant | gate | value | expected | status | what to change |", "|---|---|---:|---|---|---|"]
+    for variant, gates in report["quality_gates"].items():
+        for g in gates:
+            value = "—" if g["value"] is None else f"{g['value']}"
+            status = {"pass": "pass", "warn": "**warn**"}.get(g["status"], g["status"])
+            lines.append(f"| {VARIANT_NAMES.get(variant, variant)} | {g['title']} | {value} | "
+                         f"{g['expected']} | {status} | {g['advice']} |")
+    return lines
 
 
 # ----------------------------------------------------------------------------- command
@@ -238,6 +338,8 @@ def build_summary(results_dir: str | Path, variants: list[str], dataset: str,
             "units": "miou values are fractions in [0, 1]; paper values are percent",
             "num_classes": num_classes, "unscored_splits": unscored,
             "miou": table, "per_class_final": per_class, "checks": ordering_checks(table),
+            "calibration": collect_calibration(results_dir, variants, notes),
+            "quality_gates": collect_gates(results_dir, variants, notes),
             "notes": notes, "paper": paper}
 
 

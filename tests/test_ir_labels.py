@@ -60,6 +60,28 @@ def test_mine_shard(tmp_path, crf, threads):
 def test_cli_main(tmp_path, capsys):
     data = make_data(tmp_path)
     args = argparse.Namespace(index=str(data["index"]), shard=str(data["shard"]), cams=str(data["cams"]),
-                              params=PARAMS, out_dir=str(tmp_path / "ir"), threads=1)
+                              params=PARAMS, out_dir=str(tmp_path / "ir"), threads=1, calibration=None)
     assert ir_labels.main(args) == 0
     assert "1 not in the CAM store, 1 with no classes" in capsys.readouterr().out
+
+
+def test_cli_takes_the_thresholds_from_the_calibration(tmp_path, capsys):
+    import json
+
+    data = make_data(tmp_path)
+    calibration = tmp_path / "ir_labels.json"
+    calibration.write_text(json.dumps({"format": "pcam-calibration/1", "ir_fg_threshold": 0.6,
+                                       "ir_bg_threshold": 0.2}))
+    crf_only = {k: v for k, v in PARAMS.items() if k not in ("fg_threshold", "bg_threshold")}
+    args = argparse.Namespace(index=str(data["index"]), shard=str(data["shard"]), cams=str(data["cams"]),
+                              params=crf_only, out_dir=str(tmp_path / "ir"), threads=1,
+                              calibration=str(calibration))
+    assert ir_labels.main(args) == 0
+    assert "foreground threshold 0.6, background 0.2" in capsys.readouterr().err
+    expected = tmp_path / "expected"
+    ir_labels.mine_shard(data["index"], data["shard"], data["cams"],
+                         {**crf_only, "fg_threshold": 0.6, "bg_threshold": 0.2}, expected)
+    for png in expected.glob("*.png"):
+        assert png.read_bytes() == (tmp_path / "ir" / png.name).read_bytes()
+    with pytest.raises(SystemExit, match="give --calibration"):
+        ir_labels.main(argparse.Namespace(**{**vars(args), "calibration": None}))

@@ -79,8 +79,10 @@ def test_dry_run_lists_every_stage(tmp_path):
     jobs = planned_jobs(snakemake(tmp_path, "-n"))
     assert jobs["train_cam"] == 2 and jobs["train_deeplab"] == 2
     # one job per shard and variant for every per-image stage, never one per image
-    for rule in ("export_cams", "mine_ir_labels", "random_walk", "predict_val"):
+    for rule in ("export_cams", "mine_ir_labels", "random_walk", "pseudo_labels", "predict_val"):
         assert jobs[rule] == 4, rule
+    for rule in ("calibrate_cam_threshold", "calibrate_ir_labels", "calibrate_walk", "quality_gates"):
+        assert jobs[rule] == 2, rule  # one per variant
     assert "download_voc2012" not in jobs
 
 
@@ -136,6 +138,12 @@ def test_end_to_end_writes_summary_and_is_up_to_date(finished_run):
     assert (results / "summary.md").read_text().strip()
     assert summary  # the summary module's content is tested in test_summary.py
     for variant in ("cam", "pcam"):
+        assert summary["calibration"][variant]["ir_labels_source"] == "calibrated"
+        assert {g["name"] for g in summary["quality_gates"][variant]} == {
+            "cam_image_loss", "ir_fg_precision", "ir_fg_coverage", "boundary_contrast",
+            "pseudo_fg_fraction", "final_like_for_like"}
+        assert summary["miou"][variant]["final_true_classes"]["val"] is not None
+    for variant in ("cam", "pcam"):
         for split in ("train", "val"):
             metrics = json.loads((results / variant / "cam" / f"metrics_{split}.json").read_text())
             assert 0.0 <= metrics["miou"] <= 1.0
@@ -156,29 +164,51 @@ def _rerun_plan(workdir: Path, edit) -> dict[str, int]:
 @pytest.mark.workflow
 def test_random_walk_change_reruns_only_downstream(finished_run):
     jobs = _rerun_plan(finished_run, lambda c: c["random_walk"].update(beta=8))
-    assert set(jobs) == {"random_walk", "evaluate_labels", "train_deeplab", "predict_val",
+    assert set(jobs) == {"random_walk", "calibrate_walk", "pseudo_labels", "evaluate_labels",
+                         "train_deeplab", "predict_val", "evaluate_true_classes", "quality_gates",
                          "summary", "all"}
     assert jobs["random_walk"] == 4
 
 
 @pytest.mark.workflow
+def test_walk_threshold_change_keeps_the_walk(finished_run):
+    """The walk's maps are stored: its background threshold only re-cuts the labels."""
+    jobs = _rerun_plan(finished_run, lambda c: c["random_walk"].update(bg_threshold=0.4))
+    assert set(jobs) == {"calibrate_walk", "pseudo_labels", "evaluate_labels", "train_deeplab",
+                         "predict_val", "evaluate_true_classes", "quality_gates", "summary", "all"}
+    assert jobs["calibrate_walk"] == 2 and jobs["pseudo_labels"] == 4
+
+
+@pytest.mark.workflow
+def test_calibration_setting_reruns_only_its_dependents(finished_run):
+    jobs = _rerun_plan(finished_run, lambda c: c.setdefault("calibration", {}).update(ir_fg_precision=0.7))
+    assert jobs["calibrate_ir_labels"] == 2 and jobs["mine_ir_labels"] == 4 and jobs["random_walk"] == 4
+    for upstream_or_aside in ("train_cam", "export_cams", "calibrate_cam_threshold", "evaluate_cams"):
+        assert upstream_or_aside not in jobs
+    jobs = _rerun_plan(finished_run, lambda c: c.setdefault("calibration", {}).update(mode="fixed"))
+    assert jobs["calibrate_cam_threshold"] == 2 and jobs["calibrate_walk"] == 2
+    assert "train_cam" not in jobs and "export_cams" not in jobs
+
+
+@pytest.mark.workflow
 def test_deeplab_change_reruns_only_deeplab(finished_run):
     jobs = _rerun_plan(finished_run, lambda c: c["deeplab"].update(iterations=13))
-    assert set(jobs) == {"train_deeplab", "predict_val", "evaluate_labels", "summary", "all"}
+    assert set(jobs) == {"train_deeplab", "predict_val", "evaluate_labels", "evaluate_true_classes",
+                         "quality_gates", "summary", "all"}
     assert jobs["evaluate_labels"] == 2  # deeplab val of each variant, not the pseudo labels
 
 
 @pytest.mark.workflow
 def test_cam_threshold_change_rescores_only_that_variant(finished_run):
     jobs = _rerun_plan(finished_run, lambda c: c["cam"].setdefault("eval_threshold", {}).update(pcam=0.25))
-    assert jobs == {"evaluate_cams": 2, "summary": 1, "all": 1}
+    assert jobs == {"calibrate_cam_threshold": 1, "evaluate_cams": 2, "summary": 1, "all": 1}
 
 
 @pytest.mark.workflow
 def test_mining_change_keeps_cam_training(finished_run):
     jobs = _rerun_plan(finished_run, lambda c: c["irn"].update(fg_threshold=0.35))
-    assert "train_cam" not in jobs and "export_cams" not in jobs
-    assert jobs["mine_ir_labels"] == 4 and jobs["train_irn"] == 2
+    assert "train_cam" not in jobs and "export_cams" not in jobs and "evaluate_cams" not in jobs
+    assert jobs["calibrate_ir_labels"] == 2 and jobs["mine_ir_labels"] == 4 and jobs["train_irn"] == 2
 
 
 @pytest.mark.workflow

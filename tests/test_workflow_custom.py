@@ -86,6 +86,12 @@ def test_custom_dag_without_masks_predicts_and_explains(tmp_path, example):
     assert all(v is None for stages in summary["miou"].values() for s in stages.values() for v in s.values())
     text = (results / "summary.md").read_text()
     assert "mIoU needs ground-truth masks" in text
+    # calibration: auto without any masked train image falls back, and the summary says so
+    for variant in ("cam", "pcam"):
+        entry = summary["calibration"][variant]
+        assert {entry[f"{s}_source"] for s in ("cam_threshold", "ir_labels", "walk")} == {"fallback"}
+        assert entry["ir_fg_threshold"] == 0.3 and entry["walk_bg_threshold"] == 0.3
+    assert "no train image has a ground-truth mask, so the configured thresholds are used" in text
     index = json.loads((results / "data" / "index.json").read_text())
     assert index["report"]["clicks"]["format"] == "napari"
     for variant in ("cam", "pcam"):

@@ -60,12 +60,57 @@ rule export_cams:
         " --threads {threads} --device {params.device} > {log} 2>&1"
 
 
+# The CAM evaluation threshold and the IR-label thresholds, chosen on masked train images
+# (calibration: auto) or as configured (fixed). Two steps, two JSON files, each an input of
+# the rules that use it, so that changing one reruns only its own dependants.
+# ----------------------------------------------------------------------------------
+rule calibrate_cam_threshold:
+    input:
+        index=INDEX,
+        stores=gather.shard(f"{R}/{{{{variant}}}}/cam/maps/{{scatteritem}}.h5"),
+    output:
+        f"{R}/{{variant}}/calibration/cam_threshold.json",
+    log:
+        f"{R}/logs/{{variant}}/calibrate_cam_threshold.log",
+    conda:
+        "../../envs/pcam.yaml"
+    params:
+        calibration=lambda wc: calibration_params("cam_threshold", wc.variant),
+        code=code_fingerprint("calibrate_cams"),
+    message:
+        "--- Calibrating the {wildcards.variant} CAM evaluation threshold."
+    shell:
+        "pcam calibrate cam_threshold --index {input.index} --stores {input.stores}"
+        " --params {params.calibration:q} --out {output} > {log} 2>&1"
+
+
+rule calibrate_ir_labels:
+    input:
+        index=INDEX,
+        stores=gather.shard(f"{R}/{{{{variant}}}}/cam/maps/{{scatteritem}}.h5"),
+    output:
+        f"{R}/{{variant}}/calibration/ir_labels.json",
+    log:
+        f"{R}/logs/{{variant}}/calibrate_ir_labels.log",
+    conda:
+        "../../envs/pcam.yaml"
+    params:
+        calibration=calibration_params("ir_labels"),
+        code=code_fingerprint("calibrate_cams"),
+    message:
+        "--- Calibrating the {wildcards.variant} IR-label thresholds."
+    shell:
+        "pcam calibrate ir_labels --index {input.index} --stores {input.stores}"
+        " --params {params.calibration:q} --out {output} > {log} 2>&1"
+
+
 # Table 1: argmax over [threshold plane; maps], one confusion matrix per split.
 # ----------------------------------------------------------------------------------
 rule evaluate_cams:
     input:
         index=INDEX,
         stores=gather.shard(f"{R}/{{{{variant}}}}/cam/maps/{{scatteritem}}.h5"),
+        calibration=rules.calibrate_cam_threshold.output,
     output:
         json=f"{R}/{{variant}}/cam/metrics_{{split}}.json",
         md=report(
@@ -78,11 +123,10 @@ rule evaluate_cams:
     conda:
         "../../envs/pcam.yaml"
     params:
-        threshold=lambda wc: config["cam"]["eval_threshold"][wc.variant],
         code=code_fingerprint("evaluate_cams"),
     message:
         "--- Scoring {wildcards.variant} CAMs on {wildcards.split}."
     shell:
         "pcam evaluate-cams --index {input.index} --split {wildcards.split}"
-        " --stores {input.stores} --threshold {params.threshold}"
+        " --stores {input.stores} --calibration {input.calibration}"
         " --out-json {output.json} --out-md {output.md} > {log} 2>&1"

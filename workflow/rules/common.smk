@@ -41,7 +41,30 @@ def section(name, only=None, drop=()):
 
 CAM_EXPORT_KEYS = ["export_scales", "num_workers"]
 CAM_EVAL_KEYS = ["eval_threshold"]
-IRN_MINING_KEYS = ["fg_threshold", "bg_threshold", "crf", "crf_iterations"]
+IRN_MINING_KEYS = ["crf", "crf_iterations"]
+IRN_THRESHOLD_KEYS = ["fg_threshold", "bg_threshold"]  # reach mining through the calibration
+
+
+def calibration_params(step, variant=None):
+    """A calibration step's settings plus the configured thresholds it falls back to.
+
+    The thresholds reach their stages only through the calibration JSON (an input of those
+    rules), so a threshold change reruns that calibration step and what depends on it: e.g.
+    never the random walk for its background threshold, never the IR labels for the CAM
+    evaluation threshold.
+    """
+    c = config["calibration"]
+    values = {"mode": c["mode"], "max_images": c["max_images"]}
+    if step == "cam_threshold":
+        values["cam_eval_threshold"] = config["cam"]["eval_threshold"][variant]
+    elif step == "ir_labels":
+        values.update(ir_fg_precision=c["ir_fg_precision"], ir_bg_object_recall=c["ir_bg_object_recall"],
+                      ir_fg_threshold=config["irn"]["fg_threshold"],
+                      ir_bg_threshold=config["irn"]["bg_threshold"])
+    else:
+        values["walk_bg_threshold"] = config["random_walk"]["bg_threshold"]
+    return json.dumps(values, sort_keys=True, separators=(",", ":"))
+
 
 # The pcam_core modules each stage runs. Their source hash goes into the stage's params, so
 # editing one reruns exactly the stages that use it (Snakemake does not track imported code).
@@ -53,12 +76,17 @@ STAGE_MODULES = {
         "cam_net", "cam_loss", "cam_augment", "cam_training", "backbone", "training_loop", "voc_reader",
     ],
     "export_cams": ["cam_net", "cam_export", "cam_store", "backbone", "training_loop"],
-    "evaluate_cams": ["cam_evaluation", "evaluation", "cam_store", "training_loop"],
-    "mine_ir_labels": ["ir_labels", "cam_store", "training_loop"],
+    "calibrate_cams": ["calibration", "cam_store", "training_loop"],
+    "evaluate_cams": ["cam_evaluation", "evaluation", "cam_store", "training_loop", "calibration"],
+    "mine_ir_labels": ["ir_labels", "cam_store", "training_loop", "calibration"],
     "train_irn": ["irnet", "irn_training", "path_index", "backbone", "training_loop"],
     "random_walk": [
         "pseudo_labels", "random_walk", "path_index", "irnet", "backbone", "cam_store", "training_loop",
+        "walk_store",
     ],
+    "calibrate_walk": ["calibration", "walk_store", "random_walk", "training_loop"],
+    "pseudo_label_pngs": ["pseudo_label_pngs", "walk_store", "random_walk", "calibration"],
+    "quality_gates": ["quality_gates", "calibration", "walk_store", "random_walk", "training_loop"],
     "evaluate": ["evaluation"],
     "train_deeplab": ["deeplab", "deeplab_training", "backbone", "training_loop"],
     "predict": ["predict", "deeplab", "backbone", "training_loop"],
@@ -200,13 +228,18 @@ SHARD_LIST = f"{R}/data/shards/{{shard}}.txt"
 
 
 def metrics_files():
-    """Every metrics file the summary reads (Tables 1-3, train and val)."""
+    """Every file the summary reads: Tables 1-3 (train and val), calibration, quality gates."""
     files = []
     for variant in VARIANTS:
         for split in ("train", "val"):
             files.append(f"{R}/{variant}/cam/metrics_{split}.json")
             files.append(f"{R}/{variant}/pseudo/metrics_{split}.json")
         files.append(f"{R}/{variant}/deeplab/metrics_val.json")
+        files.append(f"{R}/{variant}/deeplab/metrics_val_true_classes.json")
+        files.append(f"{R}/{variant}/calibration/cam_threshold.json")
+        files.append(f"{R}/{variant}/calibration/ir_labels.json")
+        files.append(f"{R}/{variant}/calibration/walk.json")
+        files.append(f"{R}/{variant}/quality_gates.json")
     return files
 
 
@@ -216,4 +249,10 @@ def labels_to_score(wildcards):
         pattern = f"{R}/{{{{variant}}}}/pseudo/{{scatteritem}}"
     else:
         pattern = f"{R}/{{{{variant}}}}/deeplab/predictions/{{scatteritem}}"
+    return [p.format(variant=wildcards.variant) for p in gather.shard(pattern)]
+
+
+def true_class_predictions(wildcards):
+    """DeepLab's val predictions restricted to each image's true classes (like for like)."""
+    pattern = f"{R}/{{{{variant}}}}/deeplab/predictions_true_classes/{{scatteritem}}"
     return [p.format(variant=wildcards.variant) for p in gather.shard(pattern)]

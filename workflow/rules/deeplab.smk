@@ -41,7 +41,8 @@ rule predict_val:
         shard=SHARD_LIST,
         model=rules.train_deeplab.output,
     output:
-        directory(f"{R}/{{variant}}/deeplab/predictions/{{shard}}"),
+        predictions=directory(f"{R}/{{variant}}/deeplab/predictions/{{shard}}"),
+        true_classes=directory(f"{R}/{{variant}}/deeplab/predictions_true_classes/{{shard}}"),
     log:
         f"{R}/logs/{{variant}}/predict_val_{{shard}}.log",
     conda:
@@ -56,7 +57,8 @@ rule predict_val:
         "--- Predicting val images of shard {wildcards.shard} ({wildcards.variant})."
     shell:
         "pcam predict --checkpoint {input.model} --index {input.index}"
-        " --shard {input.shard} --split val --out-dir {output}"
+        " --shard {input.shard} --split val --out-dir {output.predictions}"
+        " --true-classes-out-dir {output.true_classes}"
         " --threads {threads} --device {params.device} > {log} 2>&1"
 
 
@@ -95,3 +97,30 @@ rule predict_images:
 rule predict:
     input:
         predict_targets(),
+
+
+# Table 3 like for like: val predictions restricted to each image's true classes, scored.
+# ----------------------------------------------------------------------------------
+rule evaluate_true_classes:
+    input:
+        index=INDEX,
+        labels=true_class_predictions,
+    output:
+        json=f"{R}/{{variant}}/deeplab/metrics_val_true_classes.json",
+        md=report(
+            f"{R}/{{variant}}/deeplab/metrics_val_true_classes.md",
+            category="Tables 2-3: labels",
+            labels={"variant": "{variant}", "stage": "deeplab, true classes only", "split": "val"},
+        ),
+    log:
+        f"{R}/logs/{{variant}}/evaluate_true_classes.log",
+    conda:
+        "../../envs/pcam.yaml"
+    params:
+        code=code_fingerprint("evaluate"),
+    message:
+        "--- Scoring {wildcards.variant} DeepLab predictions restricted to the true classes."
+    shell:
+        "pcam evaluate --index {input.index} --split val --pred-dirs {input.labels}"
+        " --title '{wildcards.variant} deeplab, true classes only (val)'"
+        " --out-json {output.json} --out-md {output.md} > {log} 2>&1"

@@ -9,6 +9,7 @@ rule mine_ir_labels:
         index=INDEX,
         shard=SHARD_LIST,
         cams=rules.export_cams.output,
+        calibration=rules.calibrate_ir_labels.output,
     output:
         directory(f"{R}/{{variant}}/irn/ir_labels/{{shard}}"),
     log:
@@ -23,7 +24,8 @@ rule mine_ir_labels:
         "--- Mining {wildcards.variant} IR labels of shard {wildcards.shard}."
     shell:
         "pcam mine-ir-labels --index {input.index} --shard {input.shard}"
-        " --cams {input.cams} --params {params.irn:q} --out-dir {output}"
+        " --cams {input.cams} --params {params.irn:q} --calibration {input.calibration}"
+        " --out-dir {output}"
         " --threads {threads} > {log} 2>&1"
 
 
@@ -42,7 +44,7 @@ rule train_irn:
     conda:
         "../../envs/pcam.yaml"
     params:
-        irn=section("irn", drop=IRN_MINING_KEYS),
+        irn=section("irn", drop=IRN_MINING_KEYS + IRN_THRESHOLD_KEYS),
         weights=weights_flag("irn"),
         device=config["device"],
         code=code_fingerprint("train_irn"),
@@ -58,7 +60,8 @@ rule train_irn:
         " --device {params.device} > {log.stderr} 2>&1"
 
 
-# Random walk: CAM seeds spread along boundary-aware affinities -> pseudo-label PNGs.
+# Random walk: CAM seeds spread along boundary-aware affinities. The continuous maps (and
+# the boundary map) are kept in a store per shard, so a threshold change never reruns it.
 # ----------------------------------------------------------------------------------
 rule random_walk:
     input:
@@ -67,13 +70,13 @@ rule random_walk:
         cams=rules.export_cams.output,
         irn=rules.train_irn.output,
     output:
-        directory(f"{R}/{{variant}}/pseudo/{{shard}}"),
+        f"{R}/{{variant}}/pseudo/walk/{{shard}}.h5",
     log:
         f"{R}/logs/{{variant}}/random_walk_{{shard}}.log",
     conda:
         "../../envs/pcam.yaml"
     params:
-        rw=section("random_walk"),
+        rw=section("random_walk", drop=["bg_threshold"]),
         device=config["device"],
         code=code_fingerprint("random_walk"),
     threads: 4
@@ -84,7 +87,52 @@ rule random_walk:
     shell:
         "pcam random-walk --index {input.index} --shard {input.shard}"
         " --cams {input.cams} --irn {input.irn} --params {params.rw:q}"
-        " --out-dir {output} --threads {threads} --device {params.device} > {log} 2>&1"
+        " --out {output} --threads {threads} --device {params.device} > {log} 2>&1"
+
+
+# The walk's background threshold, chosen on masked train images (or as configured).
+# ----------------------------------------------------------------------------------
+rule calibrate_walk:
+    input:
+        index=INDEX,
+        stores=gather.shard(f"{R}/{{{{variant}}}}/pseudo/walk/{{scatteritem}}.h5"),
+    output:
+        f"{R}/{{variant}}/calibration/walk.json",
+    log:
+        f"{R}/logs/{{variant}}/calibrate_walk.log",
+    conda:
+        "../../envs/pcam.yaml"
+    params:
+        calibration=calibration_params("walk"),
+        code=code_fingerprint("calibrate_walk"),
+    message:
+        "--- Calibrating the {wildcards.variant} random-walk threshold."
+    shell:
+        "pcam calibrate walk --index {input.index} --stores {input.stores}"
+        " --params {params.calibration:q} --out {output} > {log} 2>&1"
+
+
+# Pseudo-label PNGs of a shard: the walk's maps cut at the calibrated background threshold.
+# ----------------------------------------------------------------------------------
+rule pseudo_labels:
+    input:
+        index=INDEX,
+        shard=SHARD_LIST,
+        walk=rules.random_walk.output,
+        calibration=rules.calibrate_walk.output,
+    output:
+        directory(f"{R}/{{variant}}/pseudo/{{shard}}"),
+    log:
+        f"{R}/logs/{{variant}}/pseudo_labels_{{shard}}.log",
+    conda:
+        "../../envs/pcam.yaml"
+    params:
+        code=code_fingerprint("pseudo_label_pngs"),
+    message:
+        "--- Pseudo labels for {wildcards.variant}, shard {wildcards.shard}."
+    shell:
+        "pcam pseudo-labels --index {input.index} --shard {input.shard} --walk {input.walk}"
+        " --calibration {input.calibration} --out-dir {output} > {log} 2>&1"
 
 
 # Any stage's label PNGs scored against the VOC ground truth (pseudo labels: Table 2;
