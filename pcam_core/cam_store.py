@@ -18,14 +18,11 @@ headers cost ~8 KiB per image, a quarter of a small demo image's maps) keep an i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Iterator
-from urllib.parse import quote, unquote
+from typing import Iterable
 
-import h5py
 import numpy as np
 
-from pcam_core.atomic_output import atomic_path
+from pcam_core.shard_store import ShardStore, ShardStoreWriter
 
 STORE_FORMAT = "pcam-cam-store/1"
 
@@ -41,26 +38,17 @@ class CamRecord:
         return np.concatenate([[0], self.keys]).astype(np.int64)
 
 
-class CamStoreWriter:
+class CamStoreWriter(ShardStoreWriter):
     """Write one shard store; the file appears under its name only when closed successfully."""
 
-    def __init__(self, path: str | Path, compression_level: int = 4):
-        self.path = Path(path)
-        self.level = compression_level
-        self._atomic = atomic_path(self.path)
-        self._file: h5py.File | None = None
-
-    def __enter__(self) -> "CamStoreWriter":
-        tmp = self._atomic.__enter__()
-        self._file = h5py.File(tmp, "w", libver="latest")
-        self._file.attrs["format"] = STORE_FORMAT
-        return self
+    FORMAT = STORE_FORMAT
+    WHAT = "CAM store"
 
     def add(self, image_id: str, keys: Iterable[int], cam: np.ndarray, high_res: np.ndarray) -> None:
         keys = np.asarray(list(keys), dtype=np.int64)
         if cam.shape[0] != len(keys) or high_res.shape[0] != len(keys):
             raise ValueError(f"{image_id}: {len(keys)} keys but maps of {cam.shape[0]} / {high_res.shape[0]} channels")
-        group = self._file.create_group(quote(image_id, safe=""))
+        group = self.new_group(image_id)
         group.create_dataset("keys", data=keys)
         for name, maps in (("cam", cam), ("high_res", high_res)):
             maps = np.asarray(maps, dtype=np.float16)
@@ -68,56 +56,14 @@ class CamStoreWriter:
             group.create_dataset(name, data=maps, chunks=chunks, compression="gzip",
                                  compression_opts=self.level, shuffle=True)
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self._file.close()
-        self._atomic.__exit__(exc_type, exc, tb)
 
-
-class CamStore:
+class CamStore(ShardStore[CamRecord]):
     """Read-only view over one or more shard stores: ``store[id]``, ``ids()``, iteration."""
 
-    def __init__(self, paths: str | Path | Iterable[str | Path]):
-        if isinstance(paths, (str, Path)):
-            paths = [paths]
-        self._files: list[h5py.File] = []
-        self._where: dict[str, h5py.File] = {}
-        for path in paths:
-            f = h5py.File(path, "r")
-            if f.attrs.get("format") != STORE_FORMAT:
-                f.close()
-                raise ValueError(f"{path}: not a pcam CAM store")
-            self._files.append(f)
-            for name in f.keys():
-                self._where[unquote(name)] = f
+    FORMAT = STORE_FORMAT
+    WHAT = "CAM store"
 
-    def ids(self) -> list[str]:
-        return list(self._where)
-
-    def __contains__(self, image_id: str) -> bool:
-        return image_id in self._where
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def __getitem__(self, image_id: str) -> CamRecord:
-        try:
-            group = self._where[image_id][quote(image_id, safe="")]
-        except KeyError:
-            raise KeyError(f"image {image_id!r} is in none of the CAM stores") from None
+    def _record(self, group) -> CamRecord:
         return CamRecord(keys=group["keys"][()],
                          cam=group["cam"][()].astype(np.float32),
                          high_res=group["high_res"][()].astype(np.float32))
-
-    def __iter__(self) -> Iterator[tuple[str, CamRecord]]:
-        for image_id in self._where:
-            yield image_id, self[image_id]
-
-    def close(self) -> None:
-        for f in self._files:
-            f.close()
-
-    def __enter__(self) -> "CamStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

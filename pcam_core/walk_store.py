@@ -26,13 +26,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
-from urllib.parse import quote, unquote
+from typing import Iterable
 
-import h5py
 import numpy as np
 
-from pcam_core.atomic_output import atomic_path
+from pcam_core.shard_store import ShardStore, ShardStoreWriter
 
 STORE_FORMAT = "pcam-walk-store/1"
 
@@ -55,28 +53,22 @@ class WalkRecord:
                                                   self.height, self.width, float(bg_threshold))
 
 
-class WalkStoreWriter:
+class WalkStoreWriter(ShardStoreWriter):
     """Write one shard store; the file appears under its name only when closed successfully.
 
     ``params`` (the walk's beta, exp_times, radius) are kept as a JSON file attribute, so a
     store says which walk made it.
     """
 
+    FORMAT = STORE_FORMAT
+    WHAT = "walk store"
+
     def __init__(self, path: str | Path, params: dict | None = None, compression_level: int = 4):
-        self.path = Path(path)
+        super().__init__(path, compression_level)
         self.params = params
-        self.level = compression_level
-        self._atomic = atomic_path(self.path)
-        self._file: h5py.File | None = None
 
     def __enter__(self) -> "WalkStoreWriter":
-        tmp = self._atomic.__enter__()
-        try:
-            self._file = h5py.File(tmp, "w", libver="latest")
-        except BaseException as error:
-            self._atomic.__exit__(type(error), error, error.__traceback__)
-            raise
-        self._file.attrs["format"] = STORE_FORMAT
+        super().__enter__()
         if self.params is not None:
             self._file.attrs["walk_params"] = json.dumps(self.params, sort_keys=True)
         return self
@@ -95,10 +87,7 @@ class WalkStoreWriter:
         h, w = boundary.shape
         if not (0 < height <= 4 * h and 0 < width <= 4 * w):  # the grid has stride 4
             raise ValueError(f"{where}: a {h}x{w} stride-4 grid cannot cover a {height}x{width} image")
-        name = quote(image_id, safe="")
-        if name in self._file:
-            raise ValueError(f"{where} added twice")
-        group = self._file.create_group(name)
+        group = self.new_group(image_id)
         group.attrs["height"] = int(height)
         group.attrs["width"] = int(width)
         group.create_dataset("keys", data=keys)
@@ -110,75 +99,15 @@ class WalkStoreWriter:
                           "compression": "gzip", "compression_opts": self.level, "shuffle": True}
             group.create_dataset(dataset, data=data, **packed)
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self._file.close()
-        self._atomic.__exit__(exc_type, exc, tb)
 
-
-class WalkStore:
+class WalkStore(ShardStore[WalkRecord]):
     """Read-only view over one or more shard stores: ``store[id]``, ``ids()``, ``in``, ``len``."""
 
-    def __init__(self, paths: str | Path | Iterable[str | Path]):
-        if isinstance(paths, (str, Path)):
-            paths = [paths]
-        self._files: list[h5py.File] = []
-        self._where: dict[str, h5py.File] = {}
-        try:
-            for path in paths:
-                self._open(Path(path))
-        except BaseException:
-            self.close()
-            raise
+    FORMAT = STORE_FORMAT
+    WHAT = "walk store"
 
-    def _open(self, path: Path) -> None:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: walk store not found")
-        try:
-            f = h5py.File(path, "r")
-        except OSError as error:
-            raise ValueError(f"{path}: not a pcam walk store (not an HDF5 file: {error})") from None
-        if f.attrs.get("format") != STORE_FORMAT:
-            found = f.attrs.get("format")
-            f.close()
-            raise ValueError(f"{path}: not a pcam walk store (format {found!r}, expected {STORE_FORMAT!r})")
-        self._files.append(f)
-        for name in f.keys():
-            image_id = unquote(name)
-            if image_id in self._where:
-                raise ValueError(f"image {image_id!r} is in two walk stores: "
-                                 f"{self._where[image_id].filename} and {path}")
-            self._where[image_id] = f
-
-    def ids(self) -> list[str]:
-        return list(self._where)
-
-    def __contains__(self, image_id: str) -> bool:
-        return image_id in self._where
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def __getitem__(self, image_id: str) -> WalkRecord:
-        try:
-            group = self._where[image_id][quote(image_id, safe="")]
-        except KeyError:
-            raise KeyError(f"image {image_id!r} is in none of the walk stores") from None
+    def _record(self, group) -> WalkRecord:
         return WalkRecord(keys=group["keys"][()],
                           propagated=np.asarray(group["propagated"][()], dtype=np.float32),
                           boundary=group["boundary"][()].astype(np.float32),
                           height=int(group.attrs["height"]), width=int(group.attrs["width"]))
-
-    def __iter__(self) -> Iterator[tuple[str, WalkRecord]]:
-        for image_id in self._where:
-            yield image_id, self[image_id]
-
-    def close(self) -> None:
-        for f in self._files:
-            f.close()
-        self._files = []
-
-    def __enter__(self) -> "WalkStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
