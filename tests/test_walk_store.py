@@ -107,3 +107,30 @@ def test_writer_checks_and_atomicity(tmp_path):
             writer.add("a", [1], np.zeros((1, 3, 3)), np.zeros((3, 3)), 12, 12)
             writer.add("a", [1], np.zeros((1, 3, 3)), np.zeros((3, 3)), 12, 12)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cam_store_refuses_the_same_way(tmp_path):
+    """Both stores share shard_store's checks: a walk store, a text file, a missing file or an
+    image in two shards is an error naming the file, not a KeyError later."""
+    from pcam_core.cam_store import CamStore
+
+    rng = np.random.default_rng(3)
+    with WalkStoreWriter(tmp_path / "walk.h5") as writer:
+        writer.add("a", [1], *_walk(rng, 1, 3, 3), 12, 12)
+    with pytest.raises(ValueError, match=r"walk.h5: not a pcam CAM store \(format 'pcam-walk-store/1'"):
+        CamStore(tmp_path / "walk.h5")
+    (tmp_path / "notes.h5").write_text("not HDF5")
+    with pytest.raises(ValueError, match=r"notes.h5: not a pcam CAM store"):
+        CamStore(tmp_path / "notes.h5")
+    with pytest.raises(FileNotFoundError, match="missing.h5: CAM store not found"):
+        CamStore(tmp_path / "missing.h5")
+    for name in ("s0.h5", "s1.h5"):
+        with CamStoreWriter(tmp_path / name) as writer:
+            writer.add("x", [3], np.zeros((1, 2, 2), np.float32), np.zeros((1, 8, 8), np.float32))
+    with pytest.raises(ValueError, match=r"'x' is in two CAM stores"):
+        CamStore([tmp_path / "s0.h5", tmp_path / "s1.h5"])
+    with pytest.raises(ValueError, match="added twice"):
+        with CamStoreWriter(tmp_path / "twice.h5") as writer:
+            for _ in range(2):
+                writer.add("x", [3], np.zeros((1, 2, 2), np.float32), np.zeros((1, 8, 8), np.float32))
+    assert not (tmp_path / "twice.h5").exists()
