@@ -34,12 +34,15 @@ from pcam_core.dataset_index import DatasetIndex
 
 GATES_FORMAT = "pcam-quality-gates/1"
 
-# 1. Issue 9's failing dataset and both demo styles train to well below 0.8 of the baseline
-#    when the maps are usable; a classifier at >= 0.8 has barely moved from the class prior.
-CAM_LOSS_RATIO_MAX = 0.8
+# 1. Measured on the demo: the colour style trains to 0.62-0.66 of the baseline, the shape
+#    style to 0.83-0.86 with 96-px crops (usable maps: PCAM val 50) but 0.95 with 64-px crops
+#    (maps so poor that the random walk made them worse). Above 0.9 the classifier has
+#    barely moved from the class prior.
+CAM_LOSS_RATIO_MAX = 0.9
 # 2. Precision 0.43 (issue 9, fixed τ_fg 0.30) broke IRNet; 0.6+ after calibration fixed it.
 IR_PRECISION_MIN = 0.6
-#    Below ~10 % of the foreground labelled, IRNet sees too few positive pairs inside objects.
+#    With 1 % of the objects labelled (shape demo, τ_fg 0.8) IRNet learnt texture (boundary
+#    gate 0.69); the colour demo's working runs label 33-85 %.
 IR_COVERAGE_MIN = 0.10
 # 3. interior / edge boundary: 1.03 in the failure (0.36 / 0.35), 0.32 after calibration.
 BOUNDARY_INTERIOR_RATIO_MAX = 0.6

@@ -71,6 +71,11 @@ def test_ir_thresholds_follow_the_precision_targets():
     tau_fg, _, note = ir_thresholds({**curves, "fg_precision": [min(p, 0.7) if p else p
                                                                  for p in curves["fg_precision"]]}, 0.9, 0.95)
     assert "no threshold reaches foreground precision 0.9" in note
+    # a coverage floor: 0.50 would be pure but labels only 64 % of the object
+    assert ir_thresholds(curves, 0.8, 0.95, fg_min_coverage=0.9)[:2] == (0.45, 0.4)
+    capped = {**curves, "fg_precision": [min(p, 0.9) if p else p for p in curves["fg_precision"]]}
+    tau_fg, _, note = ir_thresholds(capped, 0.95, 0.95, fg_min_coverage=0.9)
+    assert tau_fg == 0.45 and "keeps that coverage" in note  # not 0.50: it would cover 64 %
     # no background threshold keeps enough of the object: the lowest, with a note
     leaky = {**curves, "fg_detected": [0.5] * len(curves["fg_detected"])}
     tau_fg, tau_bg, note = ir_thresholds(leaky, 0.8, 0.95)
@@ -88,7 +93,8 @@ def test_sweep_ignores_void_and_rejects_a_size_mismatch():
 
 
 def _params(mode="auto"):
-    return {"mode": mode, "max_images": 50, "ir_fg_precision": 0.8, "ir_bg_object_recall": 0.95, **CONFIGURED}
+    return {"mode": mode, "max_images": 50, "ir_fg_precision": 0.8, "ir_bg_object_recall": 0.95,
+            "ir_fg_min_coverage": 0.3, **CONFIGURED}
 
 
 def test_calibrate_cams_auto_and_fixed(tmp_path):

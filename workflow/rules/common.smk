@@ -59,6 +59,7 @@ def calibration_params(step, variant=None):
         values["cam_eval_threshold"] = config["cam"]["eval_threshold"][variant]
     elif step == "ir_labels":
         values.update(ir_fg_precision=c["ir_fg_precision"], ir_bg_object_recall=c["ir_bg_object_recall"],
+                      ir_fg_min_coverage=c["ir_fg_min_coverage"],
                       ir_fg_threshold=config["irn"]["fg_threshold"],
                       ir_bg_threshold=config["irn"]["bg_threshold"])
     else:
