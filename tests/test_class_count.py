@@ -277,7 +277,12 @@ def test_summary_counts_n_plus_one_classes(data, cams, pseudo, deeplab):
     n = data["n"]
     report = build_summary(data["R"], [VARIANT], "custom")
     assert report["num_classes"] == n + 1
-    assert report["notes"] == [] and report["unscored_splits"] == []  # every metrics file found
+    # every Tables 1-3 metrics file found; this hand-run chain makes no calibration, gates or
+    # like-for-like files (the workflow tests check those), so only they may be missing
+    not_made_here = ("metrics_val_true_classes.json", "cam_threshold.json", "ir_labels.json",
+                     "walk.json", "quality_gates.json")
+    assert all(note.startswith("missing: ") and note.endswith(not_made_here) for note in report["notes"])
+    assert report["unscored_splits"] == []
     assert report["paper"] is None
     assert set(report["per_class_final"][VARIANT]) == set(data["index"].classes.names)
     table = report["miou"][VARIANT]
