@@ -153,11 +153,15 @@ def ir_thresholds(curves: dict, fg_precision: float, bg_object_recall: float,
     fg = curves["fg_precision"]
     coverage = curves["fg_coverage"]
     notes = []
-    covered = [i for i, (c, p) in enumerate(zip(coverage, fg))
-               if p is not None and c is not None and c > 0 and c >= fg_min_coverage]
-    if not covered:
-        raise ValueError("no threshold labels enough foreground: the CAMs are empty")
-    passing = [i for i in covered if fg[i] is not None and fg[i] >= fg_precision]
+    labelled = [i for i, (c, p) in enumerate(zip(coverage, fg)) if p is not None and c]
+    if not labelled:
+        raise ValueError("no threshold labels any object pixel with its class: the CAMs are empty")
+    covered = [i for i in labelled if coverage[i] >= fg_min_coverage]
+    if not covered:  # maps too weak for the floor: the most coverage there is (the gates warn)
+        covered = [max(labelled, key=lambda i: (coverage[i], -i))]
+        notes.append(f"no threshold labels {fg_min_coverage} of the object pixels; the most "
+                     f"({coverage[covered[0]]:.4f}) is at {grid[covered[0]]}")
+    passing = [i for i in covered if fg[i] >= fg_precision]
     if passing:
         i_fg = passing[0]
     else:

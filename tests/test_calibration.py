@@ -76,6 +76,10 @@ def test_ir_thresholds_follow_the_precision_targets():
     capped = {**curves, "fg_precision": [min(p, 0.9) if p else p for p in curves["fg_precision"]]}
     tau_fg, _, note = ir_thresholds(capped, 0.95, 0.95, fg_min_coverage=0.9)
     assert tau_fg == 0.45 and "keeps that coverage" in note  # not 0.50: it would cover 64 %
+    # weak maps that never reach the floor: the threshold of the most coverage, with a note
+    weak = {**curves, "fg_coverage": [0.1 if c else c for c in curves["fg_coverage"]]}
+    tau_fg, tau_bg, note = ir_thresholds(weak, 0.8, 0.95, fg_min_coverage=0.3)
+    assert (tau_fg, tau_bg) == (0.05, 0.05) and "no threshold labels 0.3 of the object pixels" in note
     # no background threshold keeps enough of the object: the lowest, with a note
     leaky = {**curves, "fg_detected": [0.5] * len(curves["fg_detected"])}
     tau_fg, tau_bg, note = ir_thresholds(leaky, 0.8, 0.95)
