@@ -199,6 +199,9 @@ def _decide(result: dict, chosen: dict, note_auto: str) -> dict:
     elif result["images"] == 0:
         result.update(source="fallback", note="calibration: auto, but no train image has a "
                       "ground-truth mask, so the configured thresholds are used", **result["configured"])
+    elif not chosen or any(v is None for v in chosen.values()):
+        result.update(source="fallback", note=f"calibration: auto, but nothing could be chosen "
+                      f"({note_auto}), so the configured thresholds are used", **result["configured"])
     else:
         result.update(source="calibrated", note=note_auto, **chosen)
     return result
@@ -249,9 +252,13 @@ def calibrate_cams(index_path: str | Path, stores: Sequence[str | Path], params:
             targets = {key: float(params[key]) for key in
                        ("ir_fg_precision", "ir_fg_min_coverage", "ir_bg_object_recall")}
             result["targets"] = targets
-            tau_fg, tau_bg, note = ir_thresholds(result["curves"], targets["ir_fg_precision"],
-                                                 targets["ir_bg_object_recall"], targets["ir_fg_min_coverage"])
-            chosen = {"ir_fg_threshold": tau_fg, "ir_bg_threshold": tau_bg}
+            try:
+                tau_fg, tau_bg, note = ir_thresholds(result["curves"], targets["ir_fg_precision"],
+                                                     targets["ir_bg_object_recall"],
+                                                     targets["ir_fg_min_coverage"])
+                chosen = {"ir_fg_threshold": tau_fg, "ir_bg_threshold": tau_bg}
+            except ValueError as error:  # no object pixel at any threshold: empty CAMs
+                note = str(error)
         result["measured_choice"] = chosen
     _decide(result, chosen, f"calibration: auto — chosen on {sweep.images} masked train images"
             + (f"; {note}" if note else ""))

@@ -170,3 +170,20 @@ def test_calibrate_walk_picks_the_best_label_threshold(tmp_path):
     assert result["source"] == "calibrated" and result["images"] == 3
     assert result["walk_bg_threshold"] == GRID[int(np.argmax(scores))]
     assert np.allclose(result["curves"]["miou"], scores, atol=1e-5)
+
+
+def test_empty_maps_fall_back_to_the_configured_thresholds(tmp_path):
+    """CAMs that never label an object pixel (an untrained network) cannot choose IR
+    thresholds: the configured ones are used and the note says why, the run goes on."""
+    from pcam_core.cam_store import CamStore, CamStoreWriter
+
+    data = make_data(tmp_path, split="train", not_stored=(2,))
+    empty = tmp_path / "empty.h5"
+    with CamStore(data["cams"]) as cams, CamStoreWriter(empty) as writer:
+        for image_id in cams.ids():
+            record = cams[image_id]
+            writer.add(image_id, record.keys, np.zeros_like(record.cam), np.zeros_like(record.high_res))
+    result = calibrate_cams(data["index"], [empty], _params("auto"), tmp_path / "ir.json", "ir_labels")
+    assert result["source"] == "fallback" and result["images"] == 3
+    assert (result["ir_fg_threshold"], result["ir_bg_threshold"]) == (0.3, 0.05)
+    assert "no threshold labels any object pixel" in result["note"]
