@@ -70,14 +70,20 @@ def test_sbd_layout_mats_without_void_and_val_ids_in_its_lists(demo):
             np.testing.assert_array_equal(segmentation[keep], label[keep])
 
 
-def test_same_seed_same_bytes_other_seed_other_pictures(tmp_path, demo):
-    root, _ = demo
-    again = tmp_path / "again"
-    make_demo(PARAMS, again)
+
+def assert_same_files(root, again):
+    """Both trees hold the same files, byte for byte (the generator is deterministic)."""
     files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     for rel in files:
         assert (root / rel).read_bytes() == (again / rel).read_bytes(), rel
+
+
+def test_same_seed_same_bytes_other_seed_other_pictures(tmp_path, demo):
+    root, _ = demo
+    again = tmp_path / "again"
+    make_demo(PARAMS, again)
+    assert_same_files(root, again)
     other = tmp_path / "other"
     make_demo({**PARAMS, "seed": 2}, other)
     assert (other / "points.json").read_bytes() != (root / "points.json").read_bytes()
@@ -249,10 +255,7 @@ def test_shape_style_is_deterministic_and_differs_from_colour(tmp_path, shape_de
     root, _ = shape_demo
     again = tmp_path / "again"
     make_demo(SHAPE, again)
-    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
-    for rel in files:
-        assert (root / rel).read_bytes() == (again / rel).read_bytes(), rel
+    assert_same_files(root, again)
     colour = tmp_path / "colour"
     make_demo({**SHAPE, "style": "colour"}, colour)
     # Same splits (one plan for both styles), other pictures.
