@@ -210,7 +210,7 @@ def _decide(result: dict, chosen: dict, note_auto: str) -> dict:
 def sweep_cams(index: DatasetIndex, stores: Sequence[str | Path], max_images: int) -> ThresholdSweep:
     """The threshold sweep of the CAMs of the masked train images."""
     from pcam_core.cam_store import CamStore
-    from pcam_core.training_loop import progress_bar
+    from pcam_core.progress import progress_bar
 
     sweep = ThresholdSweep(index.classes.num_classes)
     with CamStore(list(stores)) as store:
@@ -272,7 +272,7 @@ def calibrate_walk(index_path: str | Path, stores: Sequence[str | Path], params:
     import torch
 
     from pcam_core.random_walk import normalised_maps
-    from pcam_core.training_loop import progress_bar
+    from pcam_core.progress import progress_bar
     from pcam_core.walk_store import WalkStore
 
     configured = {"walk_bg_threshold": float(params["walk_bg_threshold"])}

@@ -22,7 +22,7 @@ import numpy as np
 
 from pcam_core.cam_store import CamRecord, CamStore
 from pcam_core.dataset_index import DatasetIndex
-from pcam_core.training_loop import progress_bar
+from pcam_core.progress import progress_bar
 
 
 def threshold_labels(record: CamRecord, threshold: float) -> np.ndarray:

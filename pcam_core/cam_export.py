@@ -33,7 +33,8 @@ from pcam_core.cam_store import CamStoreWriter
 from pcam_core.cli import json_object
 from pcam_core.dataset_index import DatasetIndex, ImageRecord, read_shard_ids
 from pcam_core.image_io import ImageReading, normalize, read_rgb, resize_rgb, to_chw_tensor
-from pcam_core.training_loop import autocast_for, pick_device, progress_bar, set_cpu_threads
+from pcam_core.progress import progress_bar
+from pcam_core.training_loop import autocast_for, pick_device, set_cpu_threads
 
 
 def ceil_div(a: int, b: int) -> int:

@@ -46,8 +46,9 @@ from pcam_core.cam_loss import cam_loss
 from pcam_core.cam_net import build_cam_net, resolve_cam_params
 from pcam_core.cli import json_object
 from pcam_core.dataset_index import DatasetIndex
+from pcam_core.progress import progress_bar
 from pcam_core.training_loop import (Checkpointer, TrainingLog, apply_poly_lr, autocast_for, pick_device,
-                                     progress_bar, restore_rng_state, rng_state, seed_everything,
+                                     restore_rng_state, rng_state, seed_everything,
                                      set_cpu_threads, worker_seed_fn)
 
 VARIANTS = ("cam", "pcam", "pcam_full")

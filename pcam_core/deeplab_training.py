@@ -38,6 +38,7 @@ from pcam_core.deeplab import LR_GROUPS, DeepLabV3Plus, checkpoint_payload
 from pcam_core.class_list import IGNORE_INDEX
 from pcam_core.image_io import ImageReading, normalize, read_rgb, to_chw_tensor
 from pcam_core.label_png import find_label_files, read_label_png
+from pcam_core.progress import progress_bar
 
 # Keys of the ``deeplab:`` config section this command reads (the schema gives defaults).
 REQUIRED_PARAMS = ("backbone", "imagenet_weights", "iterations", "batch_size", "crop_size",
@@ -271,7 +272,7 @@ def train_deeplab(index: DatasetIndex, label_dirs: Sequence[str | Path], params:
         tl.restore_rng_state(state["rng"])  # ...so restore after it: dropout continues exactly
     log_every = max(1, total // LOG_LINES)
     model.train()
-    bar = tl.progress_bar(total, start, "train-deeplab")
+    bar = progress_bar(total, start, "train-deeplab")
     window_loss, window_steps, started = 0.0, 0, time.perf_counter()
     step = start
     for images, labels in batches:

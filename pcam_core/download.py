@@ -23,7 +23,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from tqdm import tqdm
+from pcam_core.progress import progress_bar
 
 from pcam_core.atomic_output import atomic_directory, write_text
 
@@ -59,9 +59,8 @@ def _fetch_into(url: str, part: Path, timeout: float) -> None:
         mode = "ab" if have else "wb"
         length = response.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
-        with open(part, mode) as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                         desc=part.name.removesuffix(".part"),
-                                         disable=bool(os.environ.get("PCAM_NO_PROGRESS"))) as bar:
+        with open(part, mode) as f, progress_bar(total, have, part.name.removesuffix(".part"),
+                                                 unit="B", unit_scale=True) as bar:
             received = 0
             for block in iter(lambda: response.read(CHUNK), b""):
                 f.write(block)

@@ -16,14 +16,13 @@ the report's ``image_labels`` section counts both.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from pcam_core.progress import progress_iter
 
 from pcam_core.atomic_output import write_text
 from pcam_core.class_list import IGNORE_INDEX, ClassList
@@ -101,8 +100,7 @@ def build_index(name: str, voc_root: str | Path, sbd_root: str | Path,
             membership.setdefault(image_id, []).append(split_name)
 
     paths, sizes, masks_info = {}, {}, {}
-    quiet = bool(os.environ.get("PCAM_NO_PROGRESS"))
-    for image_id in tqdm(membership, desc="reading images and masks", disable=quiet):
+    for image_id in progress_iter(membership, "reading images and masks"):
         candidates = [voc_root / "JPEGImages" / f"{image_id}.jpg", sbd_root / "img" / f"{image_id}.jpg"]
         image_path = next((p for p in candidates if p.is_file()), None)
         if image_path is None:
@@ -326,10 +324,7 @@ def main(args) -> int:
     if args.name == "custom":
         from pcam_core.custom_dataset import build_custom_index
 
-        quiet = bool(os.environ.get("PCAM_NO_PROGRESS"))
-        index = build_custom_index(
-            args.params, reading,
-            progress=lambda items, desc: tqdm(items, desc=desc, disable=quiet, mininterval=10))
+        index = build_custom_index(args.params, reading, progress=progress_iter)
     else:
         missing = [flag for flag, value in (("--voc-root", args.voc_root), ("--sbd-root", args.sbd_root),
                                             ("--points", args.points)) if not value]

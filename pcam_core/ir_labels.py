@@ -161,7 +161,7 @@ def mine_shard(index_path: str | Path, shard_path: str | Path, cam_path: str | P
     from pcam_core.atomic_output import atomic_directory
     from pcam_core.cam_store import CamStore
     from pcam_core.dataset_index import DatasetIndex, read_shard_ids
-    from pcam_core.training_loop import progress_bar
+    from pcam_core.progress import progress_bar
 
     index = DatasetIndex.load(index_path)
     train_aug = set(index.splits.get("train_aug", []))

@@ -28,8 +28,9 @@ from pcam_core import path_index as pidx
 from pcam_core.dataset_index import DatasetIndex, ImageRecord
 from pcam_core.image_io import ImageReading, normalize, read_rgb, resize_label, resize_rgb, to_chw_tensor
 from pcam_core.irnet import IRNetBoundary, save_irnet
+from pcam_core.progress import progress_bar
 from pcam_core.training_loop import (Checkpointer, TrainingLog, apply_poly_lr, pick_device,
-                                     progress_bar, restore_rng_state, rng_state,
+                                     restore_rng_state, rng_state,
                                      seed_everything, set_cpu_threads)
 from pcam_core.class_list import IGNORE_INDEX
 from pcam_core.label_png import find_label_files, read_label_png

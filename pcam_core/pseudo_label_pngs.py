@@ -22,7 +22,8 @@ import numpy as np
 from pcam_core.atomic_output import atomic_directory
 from pcam_core.dataset_index import DatasetIndex, read_shard_ids
 from pcam_core.label_png import write_label_png
-from pcam_core.training_loop import progress_bar, set_cpu_threads
+from pcam_core.progress import progress_bar
+from pcam_core.training_loop import set_cpu_threads
 from pcam_core.walk_store import WalkStore
 
 # The calibration stage's key for the threshold that applies to walk maps (top level of its JSON).

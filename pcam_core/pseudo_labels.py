@@ -23,7 +23,8 @@ from pcam_core import random_walk
 from pcam_core.cam_store import CamStore
 from pcam_core.dataset_index import DatasetIndex, read_shard_ids
 from pcam_core.irnet import IRNetBoundary, infer_boundary, load_irnet
-from pcam_core.training_loop import pick_device, progress_bar, set_cpu_threads
+from pcam_core.progress import progress_bar
+from pcam_core.training_loop import pick_device, set_cpu_threads
 from pcam_core.walk_store import WalkRecord, WalkStoreWriter
 
 # The walk's parameters; the background threshold belongs to ``pcam pseudo-labels``.

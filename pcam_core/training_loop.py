@@ -7,14 +7,13 @@ mechanics so that all three resume, log and checkpoint the same way:
   same command continues from it (DINO-style auto-resume, idempotent under SLURM requeue or
   Snakemake ``--retries``);
 * the declared output is written once, at the end, atomically; the side file is then removed;
-* a JSON-lines log (step, loss terms, lr, images/s) and a tqdm progress bar with loss and ETA.
+* a JSON-lines log (step, loss terms, lr, images/s); progress is pcam_core/progress.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import time
 from pathlib import Path
@@ -142,14 +141,6 @@ class TrainingLog:
         rate = images / max(now - self._last_time, 1e-9)
         self._last_time = now
         return rate
-
-
-def progress_bar(total: int, initial: int, desc: str):
-    """tqdm bar (loss, lr and ETA in its postfix); quiet when PCAM_NO_PROGRESS is set."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True,
-                disable=bool(os.environ.get("PCAM_NO_PROGRESS")), mininterval=1.0)
 
 
 def infinite_batches(loader):
