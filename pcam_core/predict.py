@@ -35,19 +35,18 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from pcam_core import training_loop as tl
+from pcam_core.progress import progress_bar
 from pcam_core.atomic_output import atomic_directory, atomic_path
 from pcam_core.dataset_index import DatasetIndex, read_id_list, read_shard_ids
 from pcam_core.deeplab import checkpoint_classes, load_deeplab
 from pcam_core.image_io import IMAGE_EXTENSIONS, ImageReading, read_rgb
 from pcam_core.image_io import image_size as header_size
-from pcam_core.label_png import label_to_image, write_label_png
-# Weight of the class colour over object pixels in the overlay; background pixels keep the
-# photo, so the overlay reads as "what was found" rather than a darkened picture.
-OVERLAY_ALPHA = 0.5
+from pcam_core.label_colouring import OVERLAY_ALPHA, overlay_image  # noqa: F401 (predict.overlay_image)
+from pcam_core.label_png import write_label_png
+
 OVERLAY_JPEG_QUALITY = 90
 
 
@@ -126,15 +125,6 @@ def _as_is(batch):
 
 
 # ----------------------------------------------------------------------------- prediction
-def overlay_image(rgb: np.ndarray, label: np.ndarray, alpha: float = OVERLAY_ALPHA,
-                  palette: list[int] | None = None) -> Image.Image:
-    """Class colours blended over the photo on object pixels (label 1..254)."""
-    colour = np.asarray(label_to_image(label, palette).convert("RGB"), np.float32)
-    weight = np.where((label > 0) & (label < 255), alpha, 0.0)[..., None].astype(np.float32)
-    blended = rgb.astype(np.float32) * (1 - weight) + colour * weight
-    return Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
-
-
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, rgbs: list[np.ndarray], mean: Sequence[float],
                    std: Sequence[float], device: torch.device) -> torch.Tensor:
@@ -205,7 +195,7 @@ def predict_files(checkpoint: str | Path, images: list[tuple[str, Path]], out_di
                         collate_fn=_as_is)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = restricted = 0
-    bar = tl.progress_bar(len(sizes), 0, desc)
+    bar = progress_bar(len(sizes), 0, desc)
     for batch in loader:
         good = []
         for name, rgb, error in batch:
