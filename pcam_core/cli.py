@@ -38,7 +38,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quality-gates": ("pcam_core.quality_gates", "measured checks of every stage of a variant"),
     "train-deeplab": ("pcam_core.deeplab_training", "train DeepLabv3+ on pseudo labels"),
     "predict": ("pcam_core.predict", "segment images or a folder with a trained DeepLab checkpoint"),
-    "summary": ("pcam_core.summary", "write summary.md / summary.json (Tables 1-3)"),
+    "summary": ("pcam_core.summary", "write summary.md / summary.json (Tables 1-4)"),
+    "report-figure": ("pcam_core.report_figures",
+                      "draw a report figure: training curves, per-class IoU, calibration, data"),
+    "qualitative-grid": ("pcam_core.qualitative_grid",
+                         "image | clicks | CAM | PCAM | refined | DeepLab | ground truth, per image"),
+    "run-costs": ("pcam_core.run_costs", "run time and peak memory per rule from benchmark files"),
+    "run-manifest": ("pcam_core.run_manifest", "code commit, package versions, device and config of a run"),
 }
 
 

@@ -1,4 +1,4 @@
-"""``pcam summary``: the run's Tables 1-3 side by side, with the paper's numbers for VOC.
+"""``pcam summary``: the run's Tables 1-4 side by side, with the paper's numbers for VOC.
 
 Reads, per variant ``v`` of ``R = results/<run>``, the metrics JSON files written by
 ``pcam_core.evaluation.write_metrics`` (key ``miou``, a fraction in [0, 1]; ``iou`` per class):
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pcam_core.atomic_output import write_text
+from pcam_core.markdown_html import markdown_to_html
 from pcam_core.voc_reader import VOC_CLASSES  # the paper's Table 4 columns only
 
 SUMMARY_FORMAT = "pcam-summary/2"  # 2: calibration, quality gates, like-for-like Table 3
@@ -247,20 +248,7 @@ def summary_markdown(report: dict[str, Any]) -> str:
         if stage == "final" and with_paper:
             lines.append(f"| DeepLabv3+ fully supervised (paper only) | — | "
                          f"{_paper(report['paper']['fully_supervised_percent'])} |")
-    if with_paper:
-        lines += ["", "## Table 4 — final per-class IoU (val)", ""]
-        names = list(VOC_CLASSES)
-        lines.append("| row | " + " | ".join(names) + " | mean |")
-        lines.append("|---|" + "---:|" * (len(names) + 1))
-        for variant in report["miou"]:
-            ious = report["per_class_final"].get(variant, {})
-            values = [_pct(ious.get(n)) for n in names]
-            mean = report["miou"][variant]["final"]["val"]
-            lines.append(f"| {VARIANT_NAMES.get(variant, variant)} | " + " | ".join(values)
-                         + f" | {_pct(mean)} |")
-        paper = report["paper"]["table4_pcam_final_percent"]
-        lines.append("| paper: Ours – final (PCAM) | " + " | ".join(_paper(paper[n]) for n in names)
-                     + f" | {_paper(report['paper']['table4_mean_percent'])} |")
+    lines += _table4_markdown(report)
     lines += _calibration_markdown(report) + _gates_markdown(report)
     lines += ["", "## Checks", ""]
     marks = {"pass": "PASS", "fail": "FAIL", "not evaluated": "n/a "}
@@ -282,6 +270,40 @@ def _threshold(entry: dict, key: str) -> str:
     shown = f"{entry[key]:.2f}"
     # fixed mode: the value used, and what auto would have chosen beside it
     return shown if measured is None or measured == entry[key] else f"{shown} (auto: {measured:.2f})"
+
+
+# Past this many classes Table 4 turns to one row per class (as the evaluation tables do).
+TABLE4_WIDE_MAX_CLASSES = 25
+
+
+def _table4_markdown(report: dict[str, Any]) -> list[str]:
+    """Table 4: the final model's per-class IoU on val, one row per variant (the paper's form)."""
+    per_class = report["per_class_final"]
+    paper = report["paper"]
+    names = list(VOC_CLASSES) if paper else next((list(v) for v in per_class.values() if v), [])
+    if not names:
+        return []
+    rows = []  # (row name, values by class, mean)
+    for variant in report["miou"]:
+        ious = per_class.get(variant, {})
+        rows.append((VARIANT_NAMES.get(variant, variant), [_pct(ious.get(n)) for n in names],
+                     _pct(report["miou"][variant]["final"]["val"])))
+    if paper:
+        rows.append(("paper: Ours – final (PCAM)",
+                     [_paper(paper["table4_pcam_final_percent"][n]) for n in names],
+                     _paper(paper["table4_mean_percent"])))
+    lines = ["", "## Table 4 — final per-class IoU (val)", ""]
+    if len(names) <= TABLE4_WIDE_MAX_CLASSES:
+        lines.append("| row | " + " | ".join(names) + " | mean |")
+        lines.append("|---|" + "---:|" * (len(names) + 1))
+        lines += [f"| {row} | " + " | ".join(values) + f" | {mean} |" for row, values, mean in rows]
+    else:
+        lines.append("| class | " + " | ".join(row for row, _, _ in rows) + " |")
+        lines.append("|---|" + "---:|" * len(rows))
+        for i, name in enumerate(names):
+            lines.append(f"| {name} | " + " | ".join(values[i] for _, values, _ in rows) + " |")
+        lines.append("| **mean** | " + " | ".join(mean for _, _, mean in rows) + " |")
+    return lines
 
 
 def _calibration_markdown(report: dict[str, Any]) -> list[str]:
@@ -350,12 +372,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="voc2012 adds the paper's numbers beside ours")
     parser.add_argument("--out-md", required=True, help="summary Markdown")
     parser.add_argument("--out-json", required=True, help="summary JSON")
+    parser.add_argument("--out-html", help="the summary as an HTML page (the report shows it)")
 
 
 def main(args: argparse.Namespace) -> int:
     report = build_summary(args.results_dir, list(args.variants), args.dataset)
     write_text(args.out_json, json.dumps(report, indent=1) + "\n")
-    write_text(args.out_md, summary_markdown(report))
+    markdown = summary_markdown(report)
+    write_text(args.out_md, markdown)
+    if args.out_html:
+        write_text(args.out_html, markdown_to_html(markdown, f"pcam summary: {report['run']}"))
     failed = [c["check"] for c in report["checks"] if c["status"] == "fail"]
     print(f"summary: {args.out_md}; {len(report['notes'])} note(s); "
           f"{len(failed)} failed check(s){': ' + '; '.join(failed) if failed else ''}")

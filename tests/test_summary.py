@@ -80,3 +80,19 @@ def test_broken_metrics_file_is_an_error(tmp_path):
     (results / "cam" / "cam" / "metrics_val.json").write_text("{not json")
     with pytest.raises(ValueError, match="metrics_val.json"):
         build_summary(results, ["cam", "pcam"], "demo")
+
+
+def test_table4_lists_each_variants_final_per_class_iou_for_any_dataset():
+    from pcam_core.summary import TABLE4_WIDE_MAX_CLASSES, _table4_markdown
+
+    report = {"paper": None, "miou": {"pcam": {"final": {"val": 0.5}}},
+              "per_class_final": {"pcam": {"background": 0.9, "nucleus": 0.1}}}
+    lines = _table4_markdown(report)
+    assert lines[3] == "| row | background | nucleus | mean |"
+    assert lines[5] == "| PCAM (points) | 90.0 | 10.0 | 50.0 |"
+    many = {f"class{i}": 0.5 for i in range(TABLE4_WIDE_MAX_CLASSES + 1)}
+    report["per_class_final"] = {"pcam": many}
+    lines = _table4_markdown(report)
+    assert lines[3] == "| class | PCAM (points) |"
+    assert lines[-1] == "| **mean** | 50.0 |"
+    assert len(lines) == 4 + 1 + len(many) + 1
