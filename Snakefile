@@ -1,7 +1,9 @@
 # pcam: point-supervised semantic segmentation (McEver & Manjunath, "PCAMs") as a workflow.
 #
 #   clicks -> point-supervised CAMs -> IRNet boundaries -> random-walk pseudo labels
-#          -> DeepLabv3+ trained on them -> mIoU summary (the paper's Tables 1-3)
+#          -> DeepLabv3+ trained on them -> mIoU summary (the paper's Tables 1-4) and report
+#
+# HTML report after a run: snakemake --report report.html
 #
 # Run the demo:      snakemake --cores all --resources gpu=1
 # Paper's setting:   snakemake --cores all --resources gpu=1 --configfile config_voc2012.yaml
@@ -24,6 +26,7 @@ include: "workflow/rules/cam.smk"
 include: "workflow/rules/irn.smk"
 include: "workflow/rules/deeplab.smk"
 include: "workflow/rules/summary.smk"
+include: "workflow/rules/report.smk"
 
 
 report: "workflow/report/workflow.rst"
@@ -34,4 +37,5 @@ rule all:
     default_target: True
     input:
         rules.summary.output,
+        report_files(),
         predict_targets() if config["predict"]["images"] else [],

@@ -149,6 +149,29 @@ def test_end_to_end_writes_summary_and_is_up_to_date(finished_run):
             assert 0.0 <= metrics["miou"] <= 1.0
     assert planned_jobs(snakemake(finished_run, "-n")) == {}
     assert (results / "data" / "data_report.md").exists()
+    # the report's items exist without a browser too (the Chromium test below renders them)
+    figures = [results / "report" / name for name in ("qualitative_grid.png", "data_report.png",
+                                                      "run_costs.png")]
+    figures += [results / "report" / v / f"{kind}.png" for v in ("cam", "pcam")
+                for kind in ("class_iou", "training_cam", "training_irn", "training_deeplab",
+                             "calibration_cam_threshold", "calibration_ir_labels", "calibration_walk")]
+    for figure in figures:
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+    costs = json.loads((results / "report" / "run_costs.json").read_text())
+    assert {r["rule"] for r in costs["rules"]} >= {"train_cam", "export_cams", "train_deeplab", "summary"}
+    manifest = json.loads((results / "report" / "manifest.json").read_text())
+    assert manifest["config"]["run_name"] == "tiny" and manifest["device"]["resolved"] == "cpu"
+    assert "<table>" in (results / "summary.html").read_text()
+
+
+# The report's own jobs: leaves that redraw what changed (and the manifest, which records the
+# effective config, after any config edit). The method's stages are asserted without them.
+REPORT_RULES = {"figure_training_curves", "figure_calibration", "figure_class_iou",
+                "figure_data_report", "qualitative_grid", "run_costs", "run_manifest"}
+
+
+def method_jobs(jobs: dict[str, int]) -> set[str]:
+    return set(jobs) - REPORT_RULES
 
 
 def _rerun_plan(workdir: Path, edit) -> dict[str, int]:
@@ -164,7 +187,7 @@ def _rerun_plan(workdir: Path, edit) -> dict[str, int]:
 @pytest.mark.workflow
 def test_random_walk_change_reruns_only_downstream(finished_run):
     jobs = _rerun_plan(finished_run, lambda c: c["random_walk"].update(beta=8))
-    assert set(jobs) == {"random_walk", "calibrate_walk", "pseudo_labels", "evaluate_labels",
+    assert method_jobs(jobs) == {"random_walk", "calibrate_walk", "pseudo_labels", "evaluate_labels",
                          "train_deeplab", "predict_val", "evaluate_true_classes", "quality_gates",
                          "summary", "all"}
     assert jobs["random_walk"] == 4
@@ -174,9 +197,12 @@ def test_random_walk_change_reruns_only_downstream(finished_run):
 def test_walk_threshold_change_keeps_the_walk(finished_run):
     """The walk's maps are stored: its background threshold only re-cuts the labels."""
     jobs = _rerun_plan(finished_run, lambda c: c["random_walk"].update(bg_threshold=0.4))
-    assert set(jobs) == {"calibrate_walk", "pseudo_labels", "evaluate_labels", "train_deeplab",
+    assert method_jobs(jobs) == {"calibrate_walk", "pseudo_labels", "evaluate_labels", "train_deeplab",
                          "predict_val", "evaluate_true_classes", "quality_gates", "summary", "all"}
     assert jobs["calibrate_walk"] == 2 and jobs["pseudo_labels"] == 4
+    # redrawn: the walk's calibration curves and DeepLab's training curves, per variant
+    assert jobs["figure_calibration"] == 2 and jobs["figure_training_curves"] == 2
+    assert "figure_data_report" not in jobs
 
 
 @pytest.mark.workflow
@@ -193,7 +219,7 @@ def test_calibration_setting_reruns_only_its_dependents(finished_run):
 @pytest.mark.workflow
 def test_deeplab_change_reruns_only_deeplab(finished_run):
     jobs = _rerun_plan(finished_run, lambda c: c["deeplab"].update(iterations=13))
-    assert set(jobs) == {"train_deeplab", "predict_val", "evaluate_labels", "evaluate_true_classes",
+    assert method_jobs(jobs) == {"train_deeplab", "predict_val", "evaluate_labels", "evaluate_true_classes",
                          "quality_gates", "summary", "all"}
     assert jobs["evaluate_labels"] == 2  # deeplab val of each variant, not the pseudo labels
 
@@ -201,7 +227,10 @@ def test_deeplab_change_reruns_only_deeplab(finished_run):
 @pytest.mark.workflow
 def test_cam_threshold_change_rescores_only_that_variant(finished_run):
     jobs = _rerun_plan(finished_run, lambda c: c["cam"].setdefault("eval_threshold", {}).update(pcam=0.25))
-    assert jobs == {"calibrate_cam_threshold": 1, "evaluate_cams": 2, "summary": 1, "all": 1}
+    assert jobs == {"calibrate_cam_threshold": 1, "evaluate_cams": 2, "summary": 1, "all": 1,
+                    # the report redraws that variant's curves, its IoU bars and the grid
+                    "figure_calibration": 1, "figure_class_iou": 1, "qualitative_grid": 1,
+                    "run_costs": 1, "run_manifest": 1}
 
 
 @pytest.mark.workflow
@@ -238,3 +267,30 @@ def test_code_change_reruns_only_that_stage(finished_run, tmp_path):
     jobs = planned_jobs(snakemake(finished_run, "-n", snakefile=copy / "Snakefile"))
     assert "train_cam" not in jobs and "train_irn" not in jobs and "export_cams" not in jobs
     assert jobs["random_walk"] == 4 and jobs["train_deeplab"] == 2
+
+
+@pytest.mark.workflow
+def test_html_report_renders_every_figure_in_chromium(finished_run, tmp_path):
+    """`snakemake --report` of the tiny run, opened in headless Chromium (Debian's package)."""
+    from report_in_chromium import chromium, rendered_report
+
+    if chromium() is None:
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
+    report = tmp_path / "report.html"
+    snakemake(finished_run, "--report", str(report))
+    text, figures = rendered_report(report, tmp_path)
+    for category in ("Summary", "Quality gates", "Figures", "Data", "Run"):
+        assert category in text, f"the rendered report has no {category!r} category"
+    drawn = {Path(f["path"]).relative_to("results/tiny").as_posix(): f for f in figures}
+    expected = {"report/qualitative_grid.png", "report/data_report.png", "report/run_costs.png"}
+    for variant in ("cam", "pcam"):
+        expected.add(f"report/{variant}/class_iou.png")
+        expected |= {f"report/{variant}/training_{m}.png" for m in ("cam", "irn", "deeplab")}
+        expected |= {f"report/{variant}/calibration_{s}.png" for s in ("cam_threshold", "ir_labels", "walk")}
+    assert expected <= set(drawn), f"not in the report: {sorted(expected - set(drawn))}"
+    for name in expected:
+        figure = drawn[name]
+        assert "error" not in figure, (name, figure)
+        # drawn by the browser, larger than an icon and not one flat colour
+        assert figure["width"] > 200 and figure["height"] > 100, (name, figure)
+        assert figure["colours"] > 5, (name, figure)

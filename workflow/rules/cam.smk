@@ -10,6 +10,8 @@ rule train_cam:
         weights=imagenet_weights("cam"),
     output:
         f"{R}/{{variant}}/cam/model.pt",
+    benchmark:
+        f"{R}/benchmarks/train_cam/{{variant}}.tsv",
     log:
         stderr=f"{R}/logs/{{variant}}/train_cam.log",
         jsonl=f"{R}/{{variant}}/cam/train_log.jsonl",
@@ -41,6 +43,8 @@ rule export_cams:
         model=rules.train_cam.output,
     output:
         f"{R}/{{variant}}/cam/maps/{{shard}}.h5",
+    benchmark:
+        f"{R}/benchmarks/export_cams/{{variant}}_{{shard}}.tsv",
     log:
         f"{R}/logs/{{variant}}/export_cams_{{shard}}.log",
     conda:
@@ -70,6 +74,8 @@ rule calibrate_cam_threshold:
         stores=gather.shard(f"{R}/{{{{variant}}}}/cam/maps/{{scatteritem}}.h5"),
     output:
         f"{R}/{{variant}}/calibration/cam_threshold.json",
+    benchmark:
+        f"{R}/benchmarks/calibrate_cam_threshold/{{variant}}.tsv",
     log:
         f"{R}/logs/{{variant}}/calibrate_cam_threshold.log",
     conda:
@@ -90,6 +96,8 @@ rule calibrate_ir_labels:
         stores=gather.shard(f"{R}/{{{{variant}}}}/cam/maps/{{scatteritem}}.h5"),
     output:
         f"{R}/{{variant}}/calibration/ir_labels.json",
+    benchmark:
+        f"{R}/benchmarks/calibrate_ir_labels/{{variant}}.tsv",
     log:
         f"{R}/logs/{{variant}}/calibrate_ir_labels.log",
     conda:
@@ -118,6 +126,8 @@ rule evaluate_cams:
             category="Table 1: CAMs",
             labels={"variant": "{variant}", "split": "{split}"},
         ),
+    benchmark:
+        f"{R}/benchmarks/evaluate_cams/{{variant}}_{{split}}.tsv",
     log:
         f"{R}/logs/{{variant}}/evaluate_cams_{{split}}.log",
     conda:

@@ -69,7 +69,9 @@ def calibration_params(step, variant=None):
 
 # The pcam_core modules each stage runs. Their source hash goes into the stage's params, so
 # editing one reruns exactly the stages that use it (Snakemake does not track imported code).
-SHARED_MODULES = ["atomic_output", "dataset_index", "image_io", "class_list", "label_png", "cli"]
+SHARED_MODULES = [
+    "atomic_output", "dataset_index", "image_io", "class_list", "label_png", "cli", "progress",
+]
 STAGE_MODULES = {
     "data": ["demo_dataset", "voc_reader", "index_builder", "download", "custom_dataset", "click_formats"],
     "shards": ["shards"],
@@ -90,8 +92,13 @@ STAGE_MODULES = {
     "quality_gates": ["quality_gates", "calibration", "walk_store", "shard_store", "random_walk", "training_loop"],
     "evaluate": ["evaluation"],
     "train_deeplab": ["deeplab", "deeplab_training", "backbone", "training_loop"],
-    "predict": ["predict", "deeplab", "backbone", "training_loop"],
+    "predict": ["predict", "deeplab", "backbone", "training_loop", "label_colouring"],
     "summary": ["summary", "voc_reader"],
+    "report_figures": ["report_figures", "calibration"],
+    "qualitative_grid": ["qualitative_grid", "label_colouring", "cam_evaluation", "evaluation",
+                         "cam_store", "shard_store", "calibration", "training_loop"],
+    "run_costs": ["run_costs"],
+    "run_manifest": ["run_manifest", "training_loop"],
 }
 _PACKAGE_DIR = Path(importlib.util.find_spec("pcam_core").origin).parent
 
@@ -241,6 +248,87 @@ def metrics_files():
         files.append(f"{R}/{variant}/calibration/ir_labels.json")
         files.append(f"{R}/{variant}/calibration/walk.json")
         files.append(f"{R}/{variant}/quality_gates.json")
+    return files
+
+
+# The qualitative grid's columns: thresholded CAMs of the image-label and point variants, then
+# the refined labels and DeepLab predictions of the last variant listed (the point variant in
+# the paper's figures).
+GRID_CAM_COLUMNS = {"cam": "CAM", "pcam": "PCAM", "pcam_full": "PCAM F"}
+
+
+def qualitative_grid_inputs(wildcards):
+    shown = VARIANTS[-1]
+    files = {"index": INDEX}
+    for variant in VARIANTS:
+        files[f"{variant}_calibration"] = f"{R}/{variant}/calibration/cam_threshold.json"
+        files[f"{variant}_maps"] = gather.shard(f"{R}/{variant}/cam/maps/{{scatteritem}}.h5")
+    files["refined"] = gather.shard(f"{R}/{shown}/pseudo/{{scatteritem}}")
+    files["deeplab"] = gather.shard(f"{R}/{shown}/deeplab/predictions/{{scatteritem}}")
+    return files
+
+
+def qualitative_grid_columns(wildcards, input):
+    """`--cam NAME CALIBRATION STORES... --labels NAME DIRS...` for every column."""
+    args = []
+    for variant in VARIANTS:
+        args += ["--cam", GRID_CAM_COLUMNS[variant], input[f"{variant}_calibration"],
+                 *input[f"{variant}_maps"]]
+    shown = GRID_CAM_COLUMNS[VARIANTS[-1]]
+    args += ["--labels", f"refined {shown}", *input.refined]
+    args += ["--labels", "DeepLab", *input.deeplab]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def report_files():
+    """The report's figures, cost table and manifest (targets of the default target `all`)."""
+    files = [f"{R}/report/qualitative_grid.png", f"{R}/report/data_report.png",
+             f"{R}/report/run_costs.html", f"{R}/report/run_costs.png",
+             f"{R}/report/manifest.html"]
+    for v in VARIANTS:
+        files.append(f"{R}/report/{v}/class_iou.png")
+        files += [f"{R}/report/{v}/training_{m}.png" for m in ("cam", "irn", "deeplab")]
+        files += [f"{R}/report/{v}/calibration_{s}.png" for s in ("cam_threshold", "ir_labels", "walk")]
+    return files
+
+
+def workflow_commit():
+    """The workflow checkout's commit (+ "-dirty"), or "" outside git: the manifest's trigger."""
+    import subprocess
+
+    def git(*args):
+        try:
+            done = subprocess.run(["git", "-C", workflow.basedir, *args], capture_output=True,
+                                  text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return commit + ("-dirty" if commit and dirty else "")
+
+
+def benchmark_files():
+    """The benchmark file of every job of the method that the default target `all` runs.
+
+    Downloads are left out (their time is the network's); the report's own figure jobs too.
+    """
+    shards = [f"{i}-of-{config['shards']}" for i in range(1, config["shards"] + 1)]
+    bench = f"{R}/benchmarks"
+    files = [f"{bench}/build_index/index.tsv", f"{bench}/make_shards/shards.tsv",
+             f"{bench}/summary/summary.tsv"]
+    if DATASET == "demo":
+        files.append(f"{bench}/make_demo_dataset/demo.tsv")
+    for v in VARIANTS:
+        for name in ("train_cam", "calibrate_cam_threshold", "calibrate_ir_labels", "train_irn",
+                     "calibrate_walk", "train_deeplab", "evaluate_true_classes", "quality_gates"):
+            files.append(f"{bench}/{name}/{v}.tsv")
+        for name in ("export_cams", "mine_ir_labels", "random_walk", "pseudo_labels", "predict_val"):
+            files += [f"{bench}/{name}/{v}_{shard}.tsv" for shard in shards]
+        files += [f"{bench}/evaluate_cams/{v}_{split}.tsv" for split in ("train", "val")]
+        files += [f"{bench}/evaluate_labels/{v}_{job}.tsv"
+                  for job in ("pseudo_train", "pseudo_val", "deeplab_val")]
     return files
 
 

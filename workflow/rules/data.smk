@@ -7,6 +7,8 @@
 rule make_demo_dataset:
     output:
         directory(f"{R}/data/dataset"),
+    benchmark:
+        f"{R}/benchmarks/make_demo_dataset/demo.tsv",
     log:
         f"{R}/logs/data/make_demo_dataset.log",
     conda:
@@ -113,6 +115,8 @@ rule build_index:
         index=INDEX,
         report_json=f"{R}/data/data_report.json",
         report_md=report(f"{R}/data/data_report.md", category="Data"),
+    benchmark:
+        f"{R}/benchmarks/build_index/index.tsv",
     log:
         f"{R}/logs/data/build_index.log",
     conda:
@@ -139,6 +143,8 @@ rule make_shards:
         INDEX,
     output:
         scatter.shard(f"{R}/data/shards/{{scatteritem}}.txt"),
+    benchmark:
+        f"{R}/benchmarks/make_shards/shards.tsv",
     log:
         f"{R}/logs/data/make_shards.log",
     conda:

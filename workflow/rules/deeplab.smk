@@ -11,6 +11,8 @@ rule train_deeplab:
         weights=imagenet_weights("deeplab"),
     output:
         f"{R}/{{variant}}/deeplab/model.pt",
+    benchmark:
+        f"{R}/benchmarks/train_deeplab/{{variant}}.tsv",
     log:
         stderr=f"{R}/logs/{{variant}}/train_deeplab.log",
         jsonl=f"{R}/{{variant}}/deeplab/train_log.jsonl",
@@ -43,6 +45,8 @@ rule predict_val:
     output:
         predictions=directory(f"{R}/{{variant}}/deeplab/predictions/{{shard}}"),
         true_classes=directory(f"{R}/{{variant}}/deeplab/predictions_true_classes/{{shard}}"),
+    benchmark:
+        f"{R}/benchmarks/predict_val/{{variant}}_{{shard}}.tsv",
     log:
         f"{R}/logs/{{variant}}/predict_val_{{shard}}.log",
     conda:
@@ -73,6 +77,8 @@ rule predict_images:
         ids=predict_ids_file(),
     output:
         directory(f"{R}/{{variant}}/deeplab/predict/{{shard}}"),
+    benchmark:
+        f"{R}/benchmarks/predict_images/{{variant}}_{{shard}}.tsv",
     log:
         f"{R}/logs/{{variant}}/predict_images_{{shard}}.log",
     conda:
@@ -112,6 +118,8 @@ rule evaluate_true_classes:
             category="Tables 2-3: labels",
             labels={"variant": "{variant}", "stage": "deeplab, true classes only", "split": "val"},
         ),
+    benchmark:
+        f"{R}/benchmarks/evaluate_true_classes/{{variant}}.tsv",
     log:
         f"{R}/logs/{{variant}}/evaluate_true_classes.log",
     conda:

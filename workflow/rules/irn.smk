@@ -12,6 +12,8 @@ rule mine_ir_labels:
         calibration=rules.calibrate_ir_labels.output,
     output:
         directory(f"{R}/{{variant}}/irn/ir_labels/{{shard}}"),
+    benchmark:
+        f"{R}/benchmarks/mine_ir_labels/{{variant}}_{{shard}}.tsv",
     log:
         f"{R}/logs/{{variant}}/mine_ir_labels_{{shard}}.log",
     conda:
@@ -38,6 +40,8 @@ rule train_irn:
         weights=imagenet_weights("irn"),
     output:
         f"{R}/{{variant}}/irn/model.pt",
+    benchmark:
+        f"{R}/benchmarks/train_irn/{{variant}}.tsv",
     log:
         stderr=f"{R}/logs/{{variant}}/train_irn.log",
         jsonl=f"{R}/{{variant}}/irn/train_log.jsonl",
@@ -71,6 +75,8 @@ rule random_walk:
         irn=rules.train_irn.output,
     output:
         f"{R}/{{variant}}/pseudo/walk/{{shard}}.h5",
+    benchmark:
+        f"{R}/benchmarks/random_walk/{{variant}}_{{shard}}.tsv",
     log:
         f"{R}/logs/{{variant}}/random_walk_{{shard}}.log",
     conda:
@@ -98,6 +104,8 @@ rule calibrate_walk:
         stores=gather.shard(f"{R}/{{{{variant}}}}/pseudo/walk/{{scatteritem}}.h5"),
     output:
         f"{R}/{{variant}}/calibration/walk.json",
+    benchmark:
+        f"{R}/benchmarks/calibrate_walk/{{variant}}.tsv",
     log:
         f"{R}/logs/{{variant}}/calibrate_walk.log",
     conda:
@@ -122,6 +130,8 @@ rule pseudo_labels:
         calibration=rules.calibrate_walk.output,
     output:
         directory(f"{R}/{{variant}}/pseudo/{{shard}}"),
+    benchmark:
+        f"{R}/benchmarks/pseudo_labels/{{variant}}_{{shard}}.tsv",
     log:
         f"{R}/logs/{{variant}}/pseudo_labels_{{shard}}.log",
     conda:
@@ -149,6 +159,8 @@ rule evaluate_labels:
             category="Tables 2-3: labels",
             labels={"variant": "{variant}", "stage": "{stage}", "split": "{split}"},
         ),
+    benchmark:
+        f"{R}/benchmarks/evaluate_labels/{{variant}}_{{stage}}_{{split}}.tsv",
     log:
         f"{R}/logs/{{variant}}/evaluate_{{stage}}_{{split}}.log",
     conda:

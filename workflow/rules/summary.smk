@@ -19,6 +19,8 @@ rule quality_gates:
         json=f"{R}/{{variant}}/quality_gates.json",
         md=report(f"{R}/{{variant}}/quality_gates.md", category="Quality gates",
                   labels={"variant": "{variant}"}),
+    benchmark:
+        f"{R}/benchmarks/quality_gates/{{variant}}.tsv",
     log:
         f"{R}/logs/{{variant}}/quality_gates.log",
     conda:
@@ -44,8 +46,12 @@ rule summary:
     input:
         metrics_files(),
     output:
-        md=report(f"{R}/summary.md", category="Summary"),
+        md=f"{R}/summary.md",
+        html=report(f"{R}/summary.html", caption="../report/summary.rst", category="Summary",
+                    labels={"item": "Tables 1-4, calibration, quality gates"}),
         json=f"{R}/summary.json",
+    benchmark:
+        f"{R}/benchmarks/summary/summary.tsv",
     log:
         f"{R}/logs/summary.log",
     conda:
@@ -58,4 +64,5 @@ rule summary:
         "--- Writing the summary."
     shell:
         "pcam summary --results-dir \"$(dirname {output.json})\" --variants {params.variants}"
-        " --dataset {params.dataset} --out-md {output.md} --out-json {output.json} > {log} 2>&1"
+        " --dataset {params.dataset} --out-md {output.md} --out-html {output.html}"
+        " --out-json {output.json} > {log} 2>&1"
