@@ -292,21 +292,13 @@ def report_files():
     return files
 
 
-def workflow_commit():
-    """The workflow checkout's commit (+ "-dirty"), or "" outside git: the manifest's trigger."""
-    import subprocess
-
-    def git(*args):
-        try:
-            done = subprocess.run(["git", "-C", workflow.basedir, *args], capture_output=True,
-                                  text=True, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return commit + ("-dirty" if commit and dirty else "")
+def all_code_fingerprint():
+    """One hash over every stage's code fingerprint: the manifest reruns when any stage's code
+    changes (and records the commit of that moment), not on edits to docs or tests."""
+    digest = hashlib.sha256()
+    for stage in sorted(STAGE_MODULES):
+        digest.update(f"{stage}:{code_fingerprint(stage)}".encode())
+    return digest.hexdigest()[:12]
 
 
 def benchmark_files():

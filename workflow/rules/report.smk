@@ -42,11 +42,10 @@ rule run_manifest:
     conda:
         "../../envs/pcam.yaml"
     params:
-        # the commit is a param, so a new commit rewrites the manifest (and nothing else)
-        commit=workflow_commit(),
         config=json.dumps(config, sort_keys=True),
         repo=workflow.basedir,
-        code=code_fingerprint("run_manifest"),
+        # rewritten (with the commit of that moment) when the code of any stage changes
+        code=all_code_fingerprint(),
     message:
         "--- Recording the run manifest."
     shell:
