@@ -6,7 +6,8 @@
 Runs `snakemake --cores N --resources gpu=1` with the repository's config.yaml (with the
 ``--set`` values, YAML-parsed, replacing single keys) in a fresh working directory and samples, every 0.2 s, the summed resident memory of snakemake and all
 its descendants (parallel jobs count together, unlike /usr/bin/time's single-process peak).
-Prints wall seconds, peak summed RSS, per-rule seconds from the job logs, and the summary.
+Prints wall seconds, peak summed RSS, the summary, and the seconds and peak memory per rule
+(the run's report/run_costs.md, from Snakemake's benchmark files).
 """
 
 from __future__ import annotations
@@ -97,6 +98,9 @@ def main() -> None:
     print(f"peak summed RSS (snakemake + all jobs): {peak / 2**20:.0f} MiB")
     summary = next((workdir / "results").glob("*/summary.md"))
     print(summary.read_text())
+    costs = summary.parent / "report" / "run_costs.md"  # per rule, from Snakemake's benchmark files
+    if costs.exists():
+        print(costs.read_text())
 
 
 if __name__ == "__main__":
