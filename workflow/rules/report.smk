@@ -172,9 +172,3 @@ rule figure_data_report:
         "pcam report-figure data-report --report {input.report} --index {input.index}"
         " --title 'Clicks and data quirks' --out {output} > {log} 2>&1"
 
-
-# Everything the HTML report shows besides the summary, quality gates and metric tables.
-# ----------------------------------------------------------------------------------
-rule report_items:
-    input:
-        report_files(),
