@@ -40,7 +40,6 @@ than the noise between seeds on the demo (measured: < 0.5 points between neighbo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -50,7 +49,7 @@ import numpy as np
 
 from pcam_core.atomic_output import write_text
 from pcam_core.class_list import IGNORE_INDEX
-from pcam_core.dataset_index import DatasetIndex, ImageRecord
+from pcam_core.dataset_index import DatasetIndex, ImageRecord, hash_ordered
 
 CALIBRATION_FORMAT = "pcam-calibration/1"
 GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
@@ -65,8 +64,7 @@ def calibration_records(index: DatasetIndex, available: Iterable[str], max_image
     """
     available = set(available)
     train = [index[i] for i in index.splits.get("train", [])]
-    records = [r for r in train if (r.gt_png or r.gt_mat) and r.id in available]
-    records.sort(key=lambda r: hashlib.sha256(r.id.encode()).hexdigest())
+    records = hash_ordered(r for r in train if (r.gt_png or r.gt_mat) and r.id in available)
     return records[: max(0, int(max_images))]
 
 

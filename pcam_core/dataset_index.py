@@ -14,6 +14,7 @@ them and the pixel hit is ``(int(y), int(x))`` (the pixel whose square contains 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -222,6 +223,13 @@ def read_id_list(path: str | Path, known, what: str = "id list", normalise=lambd
             raise ValueError(f"{path}:{number}: {text!r} is not an image id of the dataset")
         ids.setdefault(image_id, None)
     return list(ids)
+
+
+def hash_ordered(records: Iterable[ImageRecord]) -> list[ImageRecord]:
+    """Records sorted by the SHA-256 of their id: a sample taken from the front does not
+    depend on how the dataset lists its images, and adding images never changes which of the
+    old ones come first (calibration subsets, the report's qualitative grid)."""
+    return sorted(records, key=lambda r: hashlib.sha256(r.id.encode()).hexdigest())
 
 
 def iter_records(index: DatasetIndex, ids: Iterable[str]) -> Iterator[ImageRecord]:

@@ -31,7 +31,6 @@ for a sampled image is drawn as an empty "missing" cell and counted in the print
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ from typing import Sequence
 import numpy as np
 
 from pcam_core.class_list import ClassList, Colour
-from pcam_core.dataset_index import DatasetIndex, ImageRecord
+from pcam_core.dataset_index import DatasetIndex, ImageRecord, hash_ordered
 from pcam_core.label_colouring import colour_labels, colour_table, legend_entries, legend_handles
 
 MISSING = "missing"
@@ -117,11 +116,6 @@ def has_mask(record: ImageRecord) -> bool:
     return bool(record.gt_png or record.gt_mat)
 
 
-def hash_order(records: Sequence[ImageRecord]) -> list[ImageRecord]:
-    """Records by the SHA-256 of their id: the calibration's order, independent of file order."""
-    return sorted(records, key=lambda r: hashlib.sha256(r.id.encode()).hexdigest())
-
-
 def sample_records(index: DatasetIndex, split: str, count: int) -> Sample:
     """The first ``count`` masked images of ``split`` in hash order, with the fallbacks above."""
     if count < 1:
@@ -133,11 +127,11 @@ def sample_records(index: DatasetIndex, split: str, count: int) -> Sample:
         raise ValueError(f"split {split!r} of the index holds no image")
     masked = [r for r in pool if has_mask(r)]
     if masked:
-        return Sample(hash_order(masked)[:count], split)
+        return Sample(hash_ordered(masked)[:count], split)
     train = [r for r in index.split("train") if has_mask(r)] if "train" in index.splits else []
     if split != "train" and train:
-        return Sample(hash_order(train)[:count], "train", f"{split} has no image with a ground-truth mask")
-    return Sample(hash_order(pool)[:count], split, "no image has a ground-truth mask")
+        return Sample(hash_ordered(train)[:count], "train", f"{split} has no image with a ground-truth mask")
+    return Sample(hash_ordered(pool)[:count], split, "no image has a ground-truth mask")
 
 
 # ----------------------------------------------------------------------------- the cells

@@ -13,11 +13,11 @@ from cam_tiny_data import make_tiny_index
 from pcam_core.calibration import CALIBRATION_FORMAT
 from pcam_core.cam_evaluation import threshold_labels
 from pcam_core.cam_store import CamStore, CamStoreWriter
-from pcam_core.dataset_index import DatasetIndex
+from pcam_core.dataset_index import DatasetIndex, hash_ordered
 from pcam_core.label_colouring import VOID_COLOUR, colour_labels
 from pcam_core.label_png import read_label_png, write_label_png
 from pcam_core.qualitative_grid import (MISSING, NO_MASK, CamColumn, LabelColumn, build_grid, cam_column,
-                                        hash_order, sample_records)
+                                        sample_records)
 
 NUM_TRAIN, NUM_VAL = 4, 5
 H, W = 40, 52  # make_tiny_index's image size
@@ -60,7 +60,7 @@ def test_sample_is_stable_and_independent_of_input_order(run):
     sample = sample_records(index, "val", 3)
     assert sample.split == "val" and not sample.note
     val = index.split("val")
-    assert [r.id for r in sample.records] == [r.id for r in hash_order(val)][:3]
+    assert [r.id for r in sample.records] == [r.id for r in hash_ordered(val)][:3]
     # the same index listed in reverse order gives the same sample
     reversed_index = DatasetIndex(list(index.records.values())[::-1],
                                   {name: ids[::-1] for name, ids in index.splits.items()},
@@ -134,7 +134,7 @@ def test_without_val_masks_falls_back_to_train_then_to_no_masks(run):
     no_val = _strip_masks(run["index"], ("val",))
     sample = sample_records(no_val, "val", 3)
     assert sample.split == "train" and "val has no image with a ground-truth mask" in sample.note
-    assert [r.id for r in sample.records] == [r.id for r in hash_order(no_val.split("train"))][:3]
+    assert [r.id for r in sample.records] == [r.id for r in hash_ordered(no_val.split("train"))][:3]
     grid = build_grid(no_val, sample)
     assert "3 train images" in grid.title and "val has no" in grid.title
     none = _strip_masks(run["index"], ("val", "train"))
