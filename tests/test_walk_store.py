@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pcam_core import random_walk
-from pcam_core.cam_store import CamStoreWriter
+from pcam_core.cam_store import CamStore, CamStoreWriter
 from pcam_core.walk_store import STORE_FORMAT, WalkStore, WalkStoreWriter
 
 
@@ -78,16 +78,31 @@ def test_several_shards_and_duplicates(tmp_path):
         WalkStore([tmp_path / "s0.h5", tmp_path / "dup.h5"])
 
 
-def test_foreign_files_are_refused_by_name(tmp_path):
-    with CamStoreWriter(tmp_path / "cams.h5") as writer:
+def _write_cam_store(path):
+    with CamStoreWriter(path) as writer:
         writer.add("a", [3], np.zeros((1, 2, 2), np.float32), np.zeros((1, 8, 8), np.float32))
-    with pytest.raises(ValueError, match=r"cams.h5: not a pcam walk store \(format 'pcam-cam-store/1'"):
-        WalkStore(tmp_path / "cams.h5")
+
+
+def _write_walk_store(path):
+    with WalkStoreWriter(path) as writer:
+        writer.add("a", [1], *_walk(np.random.default_rng(3), 1, 3, 3), 12, 12)
+
+
+@pytest.mark.parametrize("reader, kind, write_other, other_format", [
+    (WalkStore, "walk store", _write_cam_store, "pcam-cam-store/1"),
+    (CamStore, "CAM store", _write_walk_store, "pcam-walk-store/1"),
+])
+def test_foreign_files_are_refused_by_name(tmp_path, reader, kind, write_other, other_format):
+    """Both stores share shard_store's checks: the other store kind, a text file or a missing
+    file is an error naming the file, not a KeyError later."""
+    write_other(tmp_path / "other.h5")
+    with pytest.raises(ValueError, match=rf"other.h5: not a pcam {kind} \(format '{other_format}'"):
+        reader(tmp_path / "other.h5")
     (tmp_path / "notes.h5").write_text("not HDF5")
-    with pytest.raises(ValueError, match=r"notes.h5: not a pcam walk store"):
-        WalkStore(tmp_path / "notes.h5")
-    with pytest.raises(FileNotFoundError, match="missing.h5: walk store not found"):
-        WalkStore(tmp_path / "missing.h5")
+    with pytest.raises(ValueError, match=rf"notes.h5: not a pcam {kind}"):
+        reader(tmp_path / "notes.h5")
+    with pytest.raises(FileNotFoundError, match=f"missing.h5: {kind} not found"):
+        reader(tmp_path / "missing.h5")
 
 
 def test_writer_checks_and_atomicity(tmp_path):
@@ -109,21 +124,8 @@ def test_writer_checks_and_atomicity(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_cam_store_refuses_the_same_way(tmp_path):
-    """Both stores share shard_store's checks: a walk store, a text file, a missing file or an
-    image in two shards is an error naming the file, not a KeyError later."""
-    from pcam_core.cam_store import CamStore
-
-    rng = np.random.default_rng(3)
-    with WalkStoreWriter(tmp_path / "walk.h5") as writer:
-        writer.add("a", [1], *_walk(rng, 1, 3, 3), 12, 12)
-    with pytest.raises(ValueError, match=r"walk.h5: not a pcam CAM store \(format 'pcam-walk-store/1'"):
-        CamStore(tmp_path / "walk.h5")
-    (tmp_path / "notes.h5").write_text("not HDF5")
-    with pytest.raises(ValueError, match=r"notes.h5: not a pcam CAM store"):
-        CamStore(tmp_path / "notes.h5")
-    with pytest.raises(FileNotFoundError, match="missing.h5: CAM store not found"):
-        CamStore(tmp_path / "missing.h5")
+def test_the_cam_store_refuses_duplicates_the_same_way(tmp_path):
+    """An image in two CAM shards, or added twice, is an error naming it (shard_store)."""
     for name in ("s0.h5", "s1.h5"):
         with CamStoreWriter(tmp_path / name) as writer:
             writer.add("x", [3], np.zeros((1, 2, 2), np.float32), np.zeros((1, 8, 8), np.float32))
