@@ -19,7 +19,8 @@ Two modes:
   no half-filled folder behind. ``--true-classes-out-dir DIR2`` also writes, from the same
   forward pass, each image's prediction restricted to background + its ground-truth classes
   (images whose classes the index knows: a mask with objects, or a known-empty tile): the
-  like-for-like counterpart of the val pseudo labels, which only ever hold those classes.
+  like-for-like counterpart of the val pseudo labels, which only ever hold those classes
+  (object or background is DeepLab's call, the class the image's; see ``restricted_label``).
 
 Inference follows the paper's protocol (spec §6.6): full-resolution input, single scale, no
 flip, no CRF. Images of the same size are batched together (VOC has few distinct sizes), so
@@ -146,15 +147,26 @@ def labels_from_logits(logits: torch.Tensor) -> list[np.ndarray]:
 
 
 def restricted_label(logits: torch.Tensor, allowed: Sequence[int]) -> np.ndarray:
-    """uint8 (H, W) argmax of (C, H, W) logits over the channels in ``allowed`` only.
+    """uint8 (H, W) labels of (C, H, W) logits for an image known to hold only ``allowed``
+    (background 0 plus its true classes): the like-for-like counterpart of its pseudo labels.
 
-    The other channels are set to -inf; adding 0 leaves the allowed ones exact, so wherever
-    the unrestricted argmax is allowed the restricted one equals it (argmax takes the first
-    maximum either way).
+    Decided as the val pseudo labels are: object or background first, then which of the
+    image's classes. A pixel is background where DeepLab gives background at least half the
+    probability, i.e. at least all object classes together; every other pixel takes the most
+    probable of the image's own object classes. A plain argmax over the allowed channels
+    would instead count the probability DeepLab puts on absent classes as background: on the
+    shape demo, where DeepLab trained from scratch spreads an object's probability over
+    classes of similar shape, that turned 47-79 % of the object pixels into background
+    (like for like 30.0-46.5 over three DeepLab seeds, against 48.8-58.3 with this rule; on
+    the colour demo, whose classes it tells apart, the two rules differ by < 1 point).
     """
-    mask = torch.full((logits.shape[0],), -torch.inf, device=logits.device)
-    mask[torch.as_tensor(list(allowed), dtype=torch.long, device=logits.device)] = 0
-    return (logits + mask[:, None, None]).argmax(dim=0).to(torch.uint8).cpu().numpy()
+    objects = [c for c in allowed if c != 0]
+    background = logits.softmax(dim=0)[0] >= 0.5
+    if not objects:
+        return np.zeros(logits.shape[1:], dtype=np.uint8)
+    classes = torch.as_tensor(objects, dtype=torch.long, device=logits.device)
+    best = classes[logits[classes].argmax(dim=0)]
+    return torch.where(background, 0, best).to(torch.uint8).cpu().numpy()
 
 
 def predict_batch(model: torch.nn.Module, rgbs: list[np.ndarray], mean: Sequence[float],

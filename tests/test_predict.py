@@ -123,14 +123,23 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
                    str(tmp_path / "o"), "--device", "cpu"])
 
 
-def test_restricted_label_keeps_allowed_winners():
-    """Argmax over {0} U classes: other channels never win, ties still go to the first."""
+def test_restricted_label_decides_object_first_then_the_image_class():
+    """Background where it holds >= half the probability; elsewhere the best allowed object
+    class, even where an absent class or background is the plain argmax."""
     from pcam_core.predict import restricted_label
 
-    logits = torch.tensor([[[1.0, 0.0, 2.0, 5.0]], [[3.0, 0.0, 2.0, 1.0]], [[2.0, 0.0, 9.0, 1.0]]])
-    np.testing.assert_array_equal(restricted_label(logits, [0, 1]), [[1, 0, 0, 0]])
-    np.testing.assert_array_equal(restricted_label(logits, [0, 2]), [[2, 0, 2, 0]])
+    # channels: background, class 1, class 2; four pixels
+    probs = torch.tensor([[[0.60, 0.40, 0.30, 0.50]],   # background
+                          [[0.10, 0.25, 0.30, 0.20]],   # class 1
+                          [[0.30, 0.35, 0.40, 0.30]]])  # class 2
+    logits = probs.log()
+    # pixel 1: background is the plain argmax (0.40) but objects hold 0.60 -> an object;
+    # pixel 3: background exactly half -> background.
+    np.testing.assert_array_equal(restricted_label(logits, [0, 1]), [[0, 1, 1, 0]])
+    np.testing.assert_array_equal(restricted_label(logits, [0, 2]), [[0, 2, 2, 0]])
+    np.testing.assert_array_equal(restricted_label(logits, [0, 1, 2]), [[0, 2, 2, 0]])
     np.testing.assert_array_equal(restricted_label(logits, [0]), [[0, 0, 0, 0]])
+    assert restricted_label(logits, [0, 1]).dtype == np.uint8
 
 
 def test_true_classes_predictions(checkpoint, tmp_path):
@@ -156,8 +165,8 @@ def test_true_classes_predictions(checkpoint, tmp_path):
     restricted = np.asarray(Image.open(tmp_path / "true" / "v1.png"))
     assert Image.open(tmp_path / "true" / "v1.png").mode == "P" and restricted.shape == (33, 45)
     assert set(np.unique(restricted).tolist()) <= {0, 1, 9}
-    allowed = np.isin(normal, [0, 1, 9])
-    assert allowed.any() and not allowed.all()  # the restriction has something to do
+    allowed = np.isin(normal, [1, 9])  # an allowed object class wins the plain argmax
+    assert allowed.any() and not np.isin(normal, [0, 1, 9]).all()  # the restriction has work
     np.testing.assert_array_equal(restricted[allowed], normal[allowed])
     assert not np.asarray(Image.open(tmp_path / "true" / "v2.png")).any()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
