@@ -86,6 +86,23 @@ def test_dry_run_lists_every_stage(tmp_path):
     assert "download_voc2012" not in jobs
 
 
+def _told_threads(result: subprocess.CompletedProcess, command: str) -> set[int]:
+    """The --threads values the printed shell commands of ``pcam <command>`` carry."""
+    return {int(n) for n in re.findall(rf"pcam {command} .*?--threads (\d+)", result.stdout)}
+
+
+@pytest.mark.parametrize("device, threads", [("cpu", 1), ("cuda", 2)])
+def test_cpu_jobs_leave_room_for_the_other_variant(tmp_path, device, threads):
+    """On 2 CPU cores a stage job gets one, so both variants' jobs run at once; on a GPU the
+    GPU counter serialises them anyway and each job gets every core."""
+    config = copy.deepcopy(TINY_CONFIG)
+    config["device"] = device
+    write_config(tmp_path, config)
+    result = snakemake(tmp_path, "-n", "-p")
+    for command in ("train-cam", "export-cams", "train-irn", "random-walk", "train-deeplab"):
+        assert _told_threads(result, command) == {threads}, command
+
+
 def test_misspelt_key_is_an_error_naming_it(tmp_path):
     config = copy.deepcopy(TINY_CONFIG)
     config["random_walk"]["betta"] = 10

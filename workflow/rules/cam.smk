@@ -22,9 +22,9 @@ rule train_cam:
         weights=weights_flag("cam"),
         device=config["device"],
         code=code_fingerprint("train_cam"),
-    threads: 8
+    threads: stage_threads(8)
     resources:
-        gpu=1,
+        gpu=GPU_PER_JOB,
     message:
         "--- Training the {wildcards.variant} network."
     shell:
@@ -53,9 +53,9 @@ rule export_cams:
         cam=section("cam", only=CAM_EXPORT_KEYS),
         device=config["device"],
         code=code_fingerprint("export_cams"),
-    threads: 4
+    threads: stage_threads(4)
     resources:
-        gpu=1,
+        gpu=GPU_PER_JOB,
     message:
         "--- Exporting {wildcards.variant} CAMs of shard {wildcards.shard}."
     shell:

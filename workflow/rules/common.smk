@@ -8,6 +8,7 @@ import os
 import shlex
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
@@ -20,6 +21,39 @@ DATASET = config["dataset"]["name"]
 
 scattergather:
     shard=config["shards"],
+
+
+# Where the stage jobs run, and so how many may run at once. On a GPU, `resources: gpu=1`
+# keeps GPU jobs one at a time (the local profile's `--resources gpu=1`). On the CPU that
+# counter would only serialise jobs that could share the cores, so it is 0 there.
+# The check looks for a driver rather than importing torch, which costs seconds per DAG
+# build; a GPU that torch cannot use only costs concurrency (jobs stay one at a time).
+def gpu_visible_here():
+    """Whether this machine shows an NVIDIA (or ROCm) GPU that CUDA_VISIBLE_DEVICES allows."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    return any(Path("/proc/driver/nvidia/gpus").glob("*")) or Path("/dev/kfd").exists()
+
+
+# A cluster executor decides on other machines, so only a local `auto` run asks this one.
+STAGES_ON_GPU = config["device"] == "cuda" or (
+    config["device"] == "auto" and (not workflow.local_exec or gpu_visible_here()))
+GPU_PER_JOB = 1 if STAGES_ON_GPU else 0
+
+
+def stage_threads(wanted):
+    """Threads of a stage job: ``wanted`` on a GPU or a cluster. On local CPUs at most half
+    the cores, so that the two variants' jobs run side by side: a second thread speeds a
+    job 1.1-1.4x (measured on 2 cores: CAM export 36.5 -> 32.6 s, CAM training 1.45 cores
+    busy of 2), a second job 2x."""
+    if STAGES_ON_GPU or not workflow.local_exec:
+        return wanted
+    try:
+        cores = workflow.cores
+    except WorkflowError:  # e.g. a dry run without --cores
+        return wanted
+    return max(1, min(wanted, cores // 2))
 
 
 wildcard_constraints:

@@ -23,9 +23,9 @@ rule train_deeplab:
         weights=weights_flag("deeplab"),
         device=config["device"],
         code=code_fingerprint("train_deeplab"),
-    threads: 8
+    threads: stage_threads(8)
     resources:
-        gpu=1,
+        gpu=GPU_PER_JOB,
     message:
         "--- Training DeepLabv3+ on {wildcards.variant} pseudo labels."
     shell:
@@ -54,9 +54,9 @@ rule predict_val:
     params:
         device=config["device"],
         code=code_fingerprint("predict"),
-    threads: 4
+    threads: stage_threads(4)
     resources:
-        gpu=1,
+        gpu=GPU_PER_JOB,
     message:
         "--- Predicting val images of shard {wildcards.shard} ({wildcards.variant})."
     shell:
@@ -87,9 +87,9 @@ rule predict_images:
         ids=lambda wc, input: f"--ids {shlex.quote(input.ids)}" if input.ids else "",
         device=config["device"],
         code=code_fingerprint("predict"),
-    threads: 4
+    threads: stage_threads(4)
     resources:
-        gpu=1,
+        gpu=GPU_PER_JOB,
     message:
         "--- Predicting the named images of shard {wildcards.shard} ({wildcards.variant})."
     shell:

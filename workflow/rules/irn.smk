@@ -21,7 +21,7 @@ rule mine_ir_labels:
     params:
         irn=section("irn", only=IRN_MINING_KEYS),
         code=code_fingerprint("mine_ir_labels"),
-    threads: 4
+    threads: stage_threads(4)
     message:
         "--- Mining {wildcards.variant} IR labels of shard {wildcards.shard}."
     shell:
@@ -52,9 +52,9 @@ rule train_irn:
         weights=weights_flag("irn"),
         device=config["device"],
         code=code_fingerprint("train_irn"),
-    threads: 8
+    threads: stage_threads(8)
     resources:
-        gpu=1,
+        gpu=GPU_PER_JOB,
     message:
         "--- Training the {wildcards.variant} IRNet."
     shell:
@@ -85,9 +85,9 @@ rule random_walk:
         rw=section("random_walk", drop=["bg_threshold"]),
         device=config["device"],
         code=code_fingerprint("random_walk"),
-    threads: 4
+    threads: stage_threads(4)
     resources:
-        gpu=1,
+        gpu=GPU_PER_JOB,
     message:
         "--- Random walk for {wildcards.variant}, shard {wildcards.shard}."
     shell:
