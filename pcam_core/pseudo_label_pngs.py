@@ -23,7 +23,6 @@ from pcam_core.atomic_output import atomic_directory
 from pcam_core.dataset_index import DatasetIndex, read_shard_ids
 from pcam_core.label_png import write_label_png
 from pcam_core.progress import progress_bar
-from pcam_core.training_loop import set_cpu_threads
 from pcam_core.walk_store import WalkStore
 
 # The calibration stage's key for the threshold that applies to walk maps (top level of its JSON).
@@ -89,11 +88,9 @@ def add_arguments(parser) -> None:
     threshold.add_argument("--bg-threshold", type=float,
                            help="constant background score in [0, 1] against the normalised walk maps")
     parser.add_argument("--out-dir", required=True, help="output directory of <id>.png pseudo labels")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
 
 
 def main(args) -> int:
-    set_cpu_threads(args.threads)
     if args.calibration is not None:
         bg_threshold, source = read_calibrated_threshold(args.calibration), args.calibration
     else:
