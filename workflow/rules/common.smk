@@ -11,6 +11,8 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from pcam_core.compute_devices import gpu_visible
+
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -26,19 +28,10 @@ scattergather:
 # Where the stage jobs run, and so how many may run at once. On a GPU, `resources: gpu=1`
 # keeps GPU jobs one at a time (the local profile's `--resources gpu=1`). On the CPU that
 # counter would only serialise jobs that could share the cores, so it is 0 there.
-# The check looks for a driver rather than importing torch, which costs seconds per DAG
-# build; a GPU that torch cannot use only costs concurrency (jobs stay one at a time).
-def gpu_visible_here():
-    """Whether this machine shows an NVIDIA (or ROCm) GPU that CUDA_VISIBLE_DEVICES allows."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and visible.strip() in ("", "-1"):
-        return False
-    return any(Path("/proc/driver/nvidia/gpus").glob("*")) or Path("/dev/kfd").exists()
-
-
-# A cluster executor decides on other machines, so only a local `auto` run asks this one.
-STAGES_ON_GPU = config["device"] == "cuda" or (
-    config["device"] == "auto" and (not workflow.local_exec or gpu_visible_here()))
+# The check looks for a driver rather than importing torch (pcam_core/compute_devices.py);
+# a cluster executor decides on other machines, so only a local `auto` run asks this one.
+STAGES_ON_GPU = config["device"].startswith("cuda") or (
+    config["device"] == "auto" and (not workflow.local_exec or gpu_visible()))
 GPU_PER_JOB = 1 if STAGES_ON_GPU else 0
 
 
