@@ -161,9 +161,9 @@ def restricted_label(logits: torch.Tensor, allowed: Sequence[int]) -> np.ndarray
     the colour demo, whose classes it tells apart, the two rules differ by < 1 point).
     """
     objects = [c for c in allowed if c != 0]
-    background = logits.softmax(dim=0)[0] >= 0.5
     if not objects:
         return np.zeros(logits.shape[1:], dtype=np.uint8)
+    background = logits.softmax(dim=0)[0] >= 0.5
     classes = torch.as_tensor(objects, dtype=torch.long, device=logits.device)
     best = classes[logits[classes].argmax(dim=0)]
     return torch.where(background, 0, best).to(torch.uint8).cpu().numpy()
