@@ -9,7 +9,9 @@
 # Paper's setting:   snakemake --cores all --resources gpu=1 --configfile config_voc2012.yaml
 # Only the data:     snakemake data --cores all --resources gpu=1
 # Predict images:    snakemake predict --cores all --resources gpu=1  (config predict.images)
-# All real code lives in the pcam_core package; each rule is one `pcam <command>` call.
+# All real code lives in the pcam_core package; each rule is one `pcam <command>` call, and
+# each rule file has its code package beside it: workflow/rules/<stage>.smk <-> pcam_core/<stage>/
+# (shared mechanics in pcam_core/common/).
 
 from snakemake.utils import min_version
 
@@ -23,9 +25,10 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/cam.smk"
+include: "workflow/rules/calibration.smk"
 include: "workflow/rules/irn.smk"
 include: "workflow/rules/deeplab.smk"
-include: "workflow/rules/summary.smk"
+include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/report.smk"
 
 

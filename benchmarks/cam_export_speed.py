@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pcam_core.cam_export import compute_maps, scaled_inputs
-from pcam_core.cam_net import CamNet, load_cam_model
-from pcam_core.cam_store import CamStoreWriter
-from pcam_core.demo_dataset import render_image
-from pcam_core.training_loop import pick_device, set_cpu_threads
-from pcam_core.voc_reader import NUM_OBJECT_CLASSES as VOC_OBJECT_CLASSES  # VOC-sized heads
+from pcam_core.cam.export import compute_maps, scaled_inputs
+from pcam_core.cam.net import CamNet, load_cam_model
+from pcam_core.cam.store import CamStoreWriter
+from pcam_core.data.demo_dataset import render_image
+from pcam_core.common.training_loop import pick_device, set_cpu_threads
+from pcam_core.data.voc_reader import NUM_OBJECT_CLASSES as VOC_OBJECT_CLASSES  # VOC-sized heads
 
 SCALES = (1.0, 0.5, 1.5, 2.0)
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pcam_core.cam_evaluation import threshold_labels
-from pcam_core.cam_export import compute_maps, scaled_inputs
-from pcam_core.cam_net import CamNet, load_cam_model
-from pcam_core.cam_store import CamRecord, CamStore, CamStoreWriter
-from pcam_core.training_loop import set_cpu_threads
-from pcam_core.voc_reader import NUM_OBJECT_CLASSES as VOC_OBJECT_CLASSES  # VOC-sized heads
+from pcam_core.evaluation.cam_scores import threshold_labels
+from pcam_core.cam.export import compute_maps, scaled_inputs
+from pcam_core.cam.net import CamNet, load_cam_model
+from pcam_core.cam.store import CamRecord, CamStore, CamStoreWriter
+from pcam_core.common.training_loop import set_cpu_threads
+from pcam_core.data.voc_reader import NUM_OBJECT_CLASSES as VOC_OBJECT_CLASSES  # VOC-sized heads
 
 from cam_export_speed import SCALES, demo_pictures
 

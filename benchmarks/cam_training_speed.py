@@ -17,10 +17,10 @@ import time
 
 import torch
 
-from pcam_core.cam_loss import cam_loss
-from pcam_core.cam_net import CamNet
-from pcam_core.training_loop import autocast_for, pick_device, set_cpu_threads
-from pcam_core.voc_reader import NUM_OBJECT_CLASSES as VOC_OBJECT_CLASSES  # VOC-sized heads
+from pcam_core.cam.loss import cam_loss
+from pcam_core.cam.net import CamNet
+from pcam_core.common.training_loop import autocast_for, pick_device, set_cpu_threads
+from pcam_core.data.voc_reader import NUM_OBJECT_CLASSES as VOC_OBJECT_CLASSES  # VOC-sized heads
 
 
 def measure(depth: str, batch: int, crop: int, device: torch.device, fast: bool, steps: int,

@@ -19,11 +19,11 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from pcam_core.deeplab import DeepLabV3Plus
+from pcam_core.deeplab.model import DeepLabV3Plus
 from throughput import items_per_second
 
-from pcam_core.training_loop import autocast_for, pick_device, set_cpu_threads
-from pcam_core.voc_reader import NUM_OBJECT_CLASSES as VOC_OBJECT_CLASSES  # VOC-sized heads
+from pcam_core.common.training_loop import autocast_for, pick_device, set_cpu_threads
+from pcam_core.data.voc_reader import NUM_OBJECT_CLASSES as VOC_OBJECT_CLASSES  # VOC-sized heads
 
 
 def _model(depth: str, device: torch.device, channels_last: bool) -> DeepLabV3Plus:

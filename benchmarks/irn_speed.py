@@ -18,12 +18,12 @@ import argparse
 import numpy as np
 import torch
 
-from pcam_core.irn_training import affinity_loss
-from pcam_core.irnet import IRNetBoundary, infer_boundary
-from pcam_core.path_index import PathIndex, affinity_from_boundary, affinity_labels, downsample_label
+from pcam_core.irn.training import affinity_loss
+from pcam_core.irn.net import IRNetBoundary, infer_boundary
+from pcam_core.irn.path_index import PathIndex, affinity_from_boundary, affinity_labels, downsample_label
 from throughput import items_per_second
 
-from pcam_core.training_loop import pick_device, set_cpu_threads
+from pcam_core.common.training_loop import pick_device, set_cpu_threads
 
 # (name, depth, batch, crop, radius, inference image H x W)
 DEMO = ("demo: resnet18, batch 16, crop 128, r 10; infer 120x120", "resnet18", 16, 128, 10, (120, 120))

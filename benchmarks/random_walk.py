@@ -67,7 +67,7 @@ def timed(fn, repeat: int = 1, sync=lambda: None) -> tuple[float, object]:
 
 
 def compare_dense(grids: list[int], dense_subnormals: bool) -> None:
-    from pcam_core.random_walk import dense_propagate, propagate
+    from pcam_core.irn.random_walk import dense_propagate, propagate
 
     def dense_run(cams, boundary):
         # Flush-to-zero for the dense products: repeated squaring fills T^(2^k) with
@@ -120,7 +120,7 @@ def _peak_rss_kib() -> int:
 
 def worker(device: str, batch: int) -> dict:
     """One measurement in this (fresh) process; returns seconds per image and peak memory."""
-    from pcam_core.random_walk import propagate_batch
+    from pcam_core.irn.random_walk import propagate_batch
 
     cams, boundary = make_inputs(128, 128, device=device)
     cams = cams[None].repeat(batch, 1, 1, 1)
@@ -145,7 +145,7 @@ def worker(device: str, batch: int) -> dict:
 
 
 def compare_methods(devices: list[str]) -> None:
-    from pcam_core.random_walk import propagate
+    from pcam_core.irn.random_walk import propagate
 
     print(f"\n== step implementations at 128x128, K={K_MAPS}, one image (best of 2)")
     for device in devices:

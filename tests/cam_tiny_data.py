@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pcam_core.dataset_index import Click, DatasetIndex, ImageRecord
-from pcam_core.label_png import write_label_png
-from pcam_core.voc_reader import voc_class_list
+from pcam_core.common.dataset_index import Click, DatasetIndex, ImageRecord
+from pcam_core.common.label_png import write_label_png
+from pcam_core.data.voc_reader import voc_class_list
 
 
 def make_tiny_index(root: Path, num_train: int = 6, num_val: int = 2, size: tuple[int, int] = (40, 52),

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pcam_core.label_png import write_label_png
+from pcam_core.common.label_png import write_label_png
 
 HEIGHT, WIDTH = 40, 48
 NUM_TRAIN = 20  # images 0-9 hold two classes, 10-19 one: 30 class slots

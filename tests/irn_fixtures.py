@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pcam_core.cam_store import CamStoreWriter
-from pcam_core.dataset_index import DatasetIndex, ImageRecord
-from pcam_core.label_png import label_to_image
-from pcam_core.voc_reader import voc_class_list
+from pcam_core.cam.store import CamStoreWriter
+from pcam_core.common.dataset_index import DatasetIndex, ImageRecord
+from pcam_core.common.label_png import label_to_image
+from pcam_core.data.voc_reader import voc_class_list
 
 COLOURS = {3: (230, 200, 30), 8: (40, 190, 60), 12: (40, 80, 220)}
 

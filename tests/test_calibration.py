@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from irn_fixtures import make_data
-from pcam_core.calibration import (GRID, ThresholdSweep, best_miou_threshold, calibrate_cams, calibrate_walk,
-                                   ir_thresholds, read_calibration)
+from pcam_core.calibration.calibration_file import read_calibration
+from pcam_core.calibration.cams import calibrate_cams
+from pcam_core.calibration.thresholds import GRID, ThresholdSweep, best_miou_threshold, ir_thresholds
+from pcam_core.calibration.walk import calibrate_walk
 
 CONFIGURED = {"cam_eval_threshold": 0.3, "ir_fg_threshold": 0.3, "ir_bg_threshold": 0.05}
 
@@ -142,10 +144,10 @@ def test_read_calibration_names_the_file(tmp_path):
 def test_calibrate_walk_picks_the_best_label_threshold(tmp_path):
     """The walk step's choice equals the argmax over the grid of the mIoU of the very labels
     `pcam pseudo-labels` would cut (WalkRecord.labels), scored by the evaluation's matrix."""
-    from pcam_core.cam_store import CamStore
-    from pcam_core.dataset_index import DatasetIndex
-    from pcam_core.evaluation import ConfusionMatrix
-    from pcam_core.walk_store import WalkStore, WalkStoreWriter
+    from pcam_core.cam.store import CamStore
+    from pcam_core.common.dataset_index import DatasetIndex
+    from pcam_core.evaluation.miou import ConfusionMatrix
+    from pcam_core.irn.walk_store import WalkStore, WalkStoreWriter
 
     data = make_data(tmp_path, split="train", not_stored=(2,))
     walk = tmp_path / "walk.h5"
@@ -175,7 +177,7 @@ def test_calibrate_walk_picks_the_best_label_threshold(tmp_path):
 def test_empty_maps_fall_back_to_the_configured_thresholds(tmp_path):
     """CAMs that never label an object pixel (an untrained network) cannot choose IR
     thresholds: the configured ones are used and the note says why, the run goes on."""
-    from pcam_core.cam_store import CamStore, CamStoreWriter
+    from pcam_core.cam.store import CamStore, CamStoreWriter
 
     data = make_data(tmp_path, split="train", not_stored=(2,))
     empty = tmp_path / "empty.h5"

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from pcam_core.cam_augment import (CamTrainDataset, ResumableBatchSampler, augment, crop_array, crop_points,
+from pcam_core.cam.augment import (CamTrainDataset, ResumableBatchSampler, augment, crop_array, crop_points,
                                    mask_to_points, random_crop_box, resize_points, steps_for)
-from pcam_core.dataset_index import DatasetIndex
-from pcam_core.image_io import resize_label
+from pcam_core.common.dataset_index import DatasetIndex
+from pcam_core.common.image_io import resize_label
 
 from cam_tiny_data import make_tiny_index
 
@@ -71,7 +71,7 @@ def test_flip_then_crop_exact_and_dropped_when_cropped_away():
     mask[2, 9] = 5
     points = np.array([[9, 2, 5]])
     flipped = mask[:, ::-1]
-    from pcam_core.cam_augment import flip_points
+    from pcam_core.cam.augment import flip_points
 
     fp = flip_points(points, 12)
     assert flipped[fp[0, 1], fp[0, 0]] == 5

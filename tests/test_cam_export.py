@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pcam_core.cam_export import compute_maps, export_cams, scaled_inputs
-from pcam_core.cam_net import CamNet
-from pcam_core.cam_store import CamStore
-from pcam_core.dataset_index import DatasetIndex
-from pcam_core.image_io import read_rgb
+from pcam_core.cam.export import compute_maps, export_cams, scaled_inputs
+from pcam_core.cam.net import CamNet
+from pcam_core.cam.store import CamStore
+from pcam_core.common.dataset_index import DatasetIndex
+from pcam_core.common.image_io import read_rgb
 
 from cam_tiny_data import TINY_PARAMS, make_tiny_index
 
@@ -75,8 +75,8 @@ def test_compute_maps_matches_a_direct_reference():
 
 
 def test_evaluate_cams_on_the_export(exported, tmp_path):
-    pytest.importorskip("pcam_core.evaluation")
-    from pcam_core.cam_evaluation import evaluate_cams
+    pytest.importorskip("pcam_core.evaluation.miou")
+    from pcam_core.evaluation.cam_scores import evaluate_cams
 
     index_path, index, _, out, _ = exported
     result = evaluate_cams(index_path, "val", [out], 0.3, tmp_path / "m.json", tmp_path / "m.md")

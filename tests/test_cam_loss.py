@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from pcam_core.cam_loss import cam_loss, point_loss, sample_at_points
+from pcam_core.cam.loss import cam_loss, point_loss, sample_at_points
 
 
 def _case():

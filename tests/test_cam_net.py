@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pcam_core.cam_net import CamNet, resolve_cam_params
+from pcam_core.cam.net import CamNet, resolve_cam_params
 
 
 @pytest.fixture(scope="module")
@@ -13,7 +13,7 @@ def net():
 
 
 def test_feature_sizes_500x375(net):
-    from pcam_core.backbone import stem
+    from pcam_core.common.backbone import stem
 
     x = torch.zeros(1, 3, 375, 500)
     with torch.no_grad():
@@ -62,7 +62,7 @@ def test_resolve_params_rejects_unknown_keys():
 
 
 def test_from_scratch_net_trains_every_layer_with_batch_norm():
-    from pcam_core.cam_net import build_cam_net
+    from pcam_core.cam.net import build_cam_net
 
     torch.manual_seed(0)
     net = build_cam_net(resolve_cam_params({"imagenet_weights": False}), num_classes=20)

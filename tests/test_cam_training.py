@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from pcam_core.cam_net import load_cam_model
-from pcam_core.cam_training import train_cam
+from pcam_core.cam.net import load_cam_model
+from pcam_core.cam.training import train_cam
 
 from cam_tiny_data import TINY_PARAMS, make_tiny_index
 

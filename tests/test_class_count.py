@@ -17,24 +17,24 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pcam_core.cam_evaluation import evaluate_cams
-from pcam_core.cam_export import export_cams
-from pcam_core.cam_net import load_cam_model
-from pcam_core.cam_store import CamStore
-from pcam_core.cam_training import train_cam
-from pcam_core.custom_dataset import build_custom_index
-from pcam_core.dataset_index import DatasetIndex
-from pcam_core.deeplab import load_deeplab
-from pcam_core.deeplab_training import train_deeplab
-from pcam_core.evaluation import evaluate_split, write_metrics
-from pcam_core.ir_labels import mine_shard
-from pcam_core.irn_training import train_irn
-from pcam_core.label_png import find_label_files, read_label_png
-from pcam_core.predict import predict_files, shard_images
-from pcam_core.pseudo_label_pngs import write_pseudo_labels
-from pcam_core.pseudo_labels import random_walk_shard
-from pcam_core.shards import split_ids
-from pcam_core.summary import build_summary, summary_markdown
+from pcam_core.evaluation.cam_scores import evaluate_cams
+from pcam_core.cam.export import export_cams
+from pcam_core.cam.net import load_cam_model
+from pcam_core.cam.store import CamStore
+from pcam_core.cam.training import train_cam
+from pcam_core.data.custom_dataset import build_custom_index
+from pcam_core.common.dataset_index import DatasetIndex
+from pcam_core.deeplab.model import load_deeplab
+from pcam_core.deeplab.training import train_deeplab
+from pcam_core.evaluation.miou import evaluate_split, write_metrics
+from pcam_core.irn.ir_labels import mine_shard
+from pcam_core.irn.training import train_irn
+from pcam_core.common.label_png import find_label_files, read_label_png
+from pcam_core.deeplab.predict import predict_files, shard_images
+from pcam_core.irn.pseudo_label_pngs import write_pseudo_labels
+from pcam_core.irn.pseudo_labels import random_walk_shard
+from pcam_core.data.shards import split_ids
+from pcam_core.evaluation.summary import build_summary, summary_markdown
 
 from class_count_data import (HEIGHT, LAST_CLASS_COLOUR, NUM_TRAIN, NUM_VAL, WIDTH, class_name,
                               make_custom_dataset)

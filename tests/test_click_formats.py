@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from pcam_core.click_formats import (FORMATS, ClickFileError, ParsedClicks, RawClick,
+from pcam_core.data.click_formats import (FORMATS, ClickFileError, ParsedClicks, RawClick,
                                      detect_format, parse_clicks)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pcam_core.compute_devices import gpu_visible
+from pcam_core.common.compute_devices import gpu_visible
 
 
 @pytest.fixture

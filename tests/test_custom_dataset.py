@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pcam_core.class_list import ClassList
-from pcam_core.custom_dataset import ImageMatcher, build_custom_index, find_images, split_val
-from pcam_core.example_dataset import make_example
-from pcam_core.label_png import write_label_png
+from pcam_core.common.class_list import ClassList
+from pcam_core.data.custom_dataset import ImageMatcher, build_custom_index, find_images, split_val
+from pcam_core.data.example_dataset import make_example
+from pcam_core.common.label_png import write_label_png
 
 CLICK_FILES = {
     "cvat": "annotations.xml", "csv": "points.csv", "wtp": "whats_the_point.json",

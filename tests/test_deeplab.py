@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from pcam_core.deeplab import ASPP_RATES, DeepLabV3Plus, build_dilated_resnet
+from pcam_core.deeplab.model import ASPP_RATES, DeepLabV3Plus, build_dilated_resnet
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,16 @@ import pytest
 import torch
 from PIL import Image
 
-from pcam_core import training_loop as tl
+from pcam_core.common import training_loop as tl
 from pcam_core.cli import main as pcam_main
-from pcam_core.dataset_index import DatasetIndex, ImageRecord
-from pcam_core.deeplab import load_deeplab
-from pcam_core.deeplab_training import (SamplePlan, find_pseudo_labels, random_scale_crop_flip,
+from pcam_core.common.dataset_index import DatasetIndex, ImageRecord
+from pcam_core.deeplab.model import load_deeplab
+from pcam_core.deeplab.training import (SamplePlan, find_pseudo_labels, random_scale_crop_flip,
                                         train_deeplab)
-from pcam_core.image_io import IMAGENET_MEAN, IMAGENET_STD
-from pcam_core.label_png import write_label_png
-from pcam_core.voc_reader import VOC_CLASSES
-from pcam_core.voc_reader import voc_class_list
+from pcam_core.common.image_io import IMAGENET_MEAN, IMAGENET_STD
+from pcam_core.common.label_png import write_label_png
+from pcam_core.data.voc_reader import VOC_CLASSES
+from pcam_core.data.voc_reader import voc_class_list
 
 PARAMS = {"backbone": "resnet18", "imagenet_weights": False, "iterations": 6, "batch_size": 2,
           "crop_size": 32, "scale_range": [0.5, 1.5], "lr": 0.007, "momentum": 0.9,

@@ -10,10 +10,10 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from pcam_core.demo_dataset import (CLASS_STYLES, DEMO_CLASS_IDS, SHARED_HUES, STRAY_ID,
+from pcam_core.data.demo_dataset import (CLASS_STYLES, DEMO_CLASS_IDS, SHARED_HUES, STRAY_ID,
                                     check_params, generate_picture, make_demo, render_image)
-from pcam_core.index_builder import build_index
-from pcam_core.voc_reader import read_annotation_classes, read_split_list
+from pcam_core.data.index_builder import build_index
+from pcam_core.data.voc_reader import read_annotation_classes, read_split_list
 
 PARAMS = {"seed": 1, "num_train": 20, "num_extra_train": 6, "num_val": 8, "min_size": 48,
           "max_size": 72}

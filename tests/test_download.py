@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from pcam_core.download import ChecksumError, download, extract
+from pcam_core.data.download import ChecksumError, download, extract
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from pcam_core.cli import main as pcam_main
-from pcam_core.dataset_index import DatasetIndex, ImageRecord
-from pcam_core.evaluation import ConfusionMatrix, metrics_dict, write_metrics
-from pcam_core.label_png import write_label_png
-from pcam_core.voc_reader import VOC_CLASSES
-from pcam_core.voc_reader import voc_class_list
+from pcam_core.common.dataset_index import DatasetIndex, ImageRecord
+from pcam_core.evaluation.miou import ConfusionMatrix, metrics_dict, write_metrics
+from pcam_core.common.label_png import write_label_png
+from pcam_core.data.voc_reader import VOC_CLASSES
+from pcam_core.data.voc_reader import voc_class_list
 
 
 def test_void_pixels_are_ignored():

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pcam_core.example_dataset import (CLASSES, DEFAULT_PARAMS, STRAY_ID, add_arguments,
+from pcam_core.data.example_dataset import (CLASSES, DEFAULT_PARAMS, STRAY_ID, add_arguments,
                                        check_params, main, make_example)
 
 FORMATS = ("wtp", "csv", "cvat", "labelme", "napari", "qupath")
@@ -340,7 +340,7 @@ def test_command_line(tmp_path, capsys):
 
 
 def test_pcam_click_parser_reads_the_same_clicks_from_all_six(example):
-    click_formats = pytest.importorskip("pcam_core.click_formats")
+    click_formats = pytest.importorskip("pcam_core.data.click_formats")
     root, info = example
 
     def name(label):

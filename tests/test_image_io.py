@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pcam_core.image_io import ImageReading, image_size, read_rgb
+from pcam_core.common.image_io import ImageReading, image_size, read_rgb
 
 SMALL = np.array([[100, 1000, 2000], [3000, 4000, 5100]], np.uint16)
 

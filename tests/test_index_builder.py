@@ -9,12 +9,13 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from pcam_core.dataset_index import DatasetIndex
-from pcam_core.demo_dataset import make_demo
-from pcam_core.image_io import ImageReading
-from pcam_core.index_builder import build_index, report_markdown
-from pcam_core.label_png import write_label_png
-from pcam_core.voc_reader import VOC_CLASSES, voc_class_list
+from pcam_core.common.dataset_index import DatasetIndex
+from pcam_core.data.demo_dataset import make_demo
+from pcam_core.common.image_io import ImageReading
+from pcam_core.data.data_report import report_markdown
+from pcam_core.data.index_builder import build_index
+from pcam_core.common.label_png import write_label_png
+from pcam_core.data.voc_reader import VOC_CLASSES, voc_class_list
 
 
 def _layout(root):

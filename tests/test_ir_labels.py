@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from irn_fixtures import make_data
-from pcam_core import ir_labels
-from pcam_core.label_png import read_label_png
+from pcam_core.irn import ir_labels
+from pcam_core.common.label_png import read_label_png
 
 PARAMS = {"fg_threshold": 0.30, "bg_threshold": 0.05, "crf": True, "crf_iterations": 10}
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from irn_fixtures import make_data
-from pcam_core import irn_training
-from pcam_core.training_loop import Checkpointer
-from pcam_core.label_png import read_label_png, write_label_png
+from pcam_core.irn import training as irn_training
+from pcam_core.common.training_loop import Checkpointer
+from pcam_core.common.label_png import read_label_png, write_label_png
 
 PARAMS = {"backbone": "resnet18", "imagenet_weights": False, "batch_size": 2, "crop_size": 32,
           "scale_range": [0.5, 1.5], "epochs": 2, "lr": 0.1, "momentum": 0.0, "weight_decay": 1e-4,

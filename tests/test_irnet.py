@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from pcam_core.irnet import IRNetBoundary, infer_boundary, load_irnet, save_irnet
-from pcam_core.irn_training import affinity_loss
-from pcam_core.path_index import PathIndex, affinity_from_boundary, affinity_labels
+from pcam_core.irn.net import IRNetBoundary, infer_boundary, load_irnet, save_irnet
+from pcam_core.irn.training import affinity_loss
+from pcam_core.irn.path_index import PathIndex, affinity_from_boundary, affinity_labels
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pcam_core.class_list import ClassList, colour_map
-from pcam_core.label_colouring import (VOID_COLOUR, colour_labels, colour_table, legend_entries,
+from pcam_core.common.class_list import ClassList, colour_map
+from pcam_core.common.label_colouring import (VOID_COLOUR, colour_labels, colour_table, legend_entries,
                                        legend_handles, overlay_image)
-from pcam_core.label_png import label_to_image
-from pcam_core.voc_reader import voc_class_list
+from pcam_core.common.label_png import label_to_image
+from pcam_core.data.voc_reader import voc_class_list
 
 CELLS = ClassList.from_object_classes([{"name": "nucleus", "colour": [10, 200, 30]},
                                        {"name": "membrane", "colour": [250, 5, 120]}, "debris"])
@@ -54,7 +54,7 @@ def _old_overlay(rgb, label, alpha=0.5, palette=None):
 
 
 def test_overlay_is_byte_identical_to_predicts_old_one():
-    from pcam_core import predict
+    from pcam_core.deeplab import predict
 
     assert predict.overlay_image is overlay_image and predict.OVERLAY_ALPHA == 0.5
     rng = np.random.default_rng(5)

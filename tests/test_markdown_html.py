@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pcam_core.markdown_html import markdown_to_html
+from pcam_core.common.markdown_html import markdown_to_html
 
 SUMMARY_LIKE = """# pcam summary — run `demo`
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pcam_core.path_index import (PathIndex, affinity_from_boundary, affinity_labels,
+from pcam_core.irn.path_index import (PathIndex, affinity_from_boundary, affinity_labels,
                                   downsample_label)
 
 

@@ -6,11 +6,11 @@ import torch
 from PIL import Image
 
 from pcam_core.cli import main as pcam_main
-from pcam_core.dataset_index import DatasetIndex, ImageRecord
-from pcam_core.deeplab import DeepLabV3Plus, checkpoint_payload
-from pcam_core.image_io import ImageReading
-from pcam_core.predict import group_by_size
-from pcam_core.voc_reader import voc_class_list
+from pcam_core.common.dataset_index import DatasetIndex, ImageRecord
+from pcam_core.deeplab.model import DeepLabV3Plus, checkpoint_payload
+from pcam_core.common.image_io import ImageReading
+from pcam_core.deeplab.predict import group_by_size
+from pcam_core.data.voc_reader import voc_class_list
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
 def test_restricted_label_decides_object_first_then_the_image_class():
     """Background where it holds >= half the probability; elsewhere the best allowed object
     class, even where an absent class or background is the plain argmax."""
-    from pcam_core.predict import restricted_label
+    from pcam_core.deeplab.predict import restricted_label
 
     # channels: background, class 1, class 2; four pixels
     probs = torch.tensor([[[0.60, 0.40, 0.30, 0.50]],   # background

@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from pcam_core import progress
-from pcam_core.progress import LineProgress, format_amount, progress_bar, progress_iter
+from pcam_core.common import progress
+from pcam_core.common.progress import LineProgress, format_amount, progress_bar, progress_iter
 
 
 class FakeClock:

@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from irn_fixtures import make_data
-from pcam_core import pseudo_label_pngs, pseudo_labels, random_walk
-from pcam_core.cam_store import CamStore
-from pcam_core.dataset_index import DatasetIndex
-from pcam_core.irnet import IRNetBoundary, infer_boundary, load_irnet, save_irnet
-from pcam_core.label_png import read_label_png
-from pcam_core.walk_store import WalkStore
+from pcam_core.irn import pseudo_label_pngs
+from pcam_core.irn import pseudo_labels
+from pcam_core.irn import random_walk
+from pcam_core.cam.store import CamStore
+from pcam_core.common.dataset_index import DatasetIndex
+from pcam_core.irn.net import IRNetBoundary, infer_boundary, load_irnet, save_irnet
+from pcam_core.common.label_png import read_label_png
+from pcam_core.irn.walk_store import WalkStore
 
 PARAMS = {"beta": 12, "exp_times": 3, "radius": 5}
 BG = 0.30

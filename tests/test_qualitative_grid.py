@@ -10,13 +10,13 @@ import pytest
 from PIL import Image
 
 from cam_tiny_data import make_tiny_index
-from pcam_core.calibration import CALIBRATION_FORMAT
-from pcam_core.cam_evaluation import threshold_labels
-from pcam_core.cam_store import CamStore, CamStoreWriter
-from pcam_core.dataset_index import DatasetIndex, hash_ordered
-from pcam_core.label_colouring import VOID_COLOUR, colour_labels
-from pcam_core.label_png import read_label_png, write_label_png
-from pcam_core.qualitative_grid import (MISSING, NO_MASK, CamColumn, LabelColumn, build_grid, cam_column,
+from pcam_core.calibration.calibration_file import CALIBRATION_FORMAT
+from pcam_core.evaluation.cam_scores import threshold_labels
+from pcam_core.cam.store import CamStore, CamStoreWriter
+from pcam_core.common.dataset_index import DatasetIndex, hash_ordered
+from pcam_core.common.label_colouring import VOID_COLOUR, colour_labels
+from pcam_core.common.label_png import read_label_png, write_label_png
+from pcam_core.report.qualitative_grid import (MISSING, NO_MASK, CamColumn, LabelColumn, build_grid, cam_column,
                                         sample_records)
 
 NUM_TRAIN, NUM_VAL = 4, 5
@@ -148,7 +148,7 @@ def test_without_val_masks_falls_back_to_train_then_to_no_masks(run):
 def test_cli_writes_a_png(run, tmp_path, monkeypatch, capsys):
     from pcam_core import cli
 
-    monkeypatch.setitem(cli.COMMANDS, "qualitative-grid", ("pcam_core.qualitative_grid", "qualitative grid"))
+    monkeypatch.setitem(cli.COMMANDS, "qualitative-grid", ("pcam_core.report.qualitative_grid", "qualitative grid"))
     out = tmp_path / "figs" / "grid.png"
     (run["folders"][0] / sorted(p.name for p in run["folders"][0].glob("*.png"))[0]).unlink()
     argv = ["qualitative-grid", "--index", str(run["index_path"]), "--count", "5",

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pcam_core.quality_gates import (boundary_regions, class_prior_loss, final_image_loss,
+from pcam_core.evaluation.quality_gates import (boundary_regions, class_prior_loss, final_image_loss,
                                      foreground_fraction_gate, like_for_like_gate)
 
 

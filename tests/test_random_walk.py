@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pcam_core.random_walk import (dense_propagate, disc_transition_weights, labels_from_propagated,
+from pcam_core.irn.random_walk import (dense_propagate, disc_transition_weights, labels_from_propagated,
                                    propagate, propagate_batch)
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pcam_core.class_list import ClassList
-from pcam_core.dataset_index import DatasetIndex
-from pcam_core.report_figures import (add_arguments, main, plot_calibration, plot_class_iou,
+from pcam_core.common.class_list import ClassList
+from pcam_core.common.dataset_index import DatasetIndex
+from pcam_core.report.figures import (add_arguments, main, plot_calibration, plot_class_iou,
                                       plot_data_report, plot_training_curves)
 
 GRID = [0.2, 0.4, 0.6, 0.8]

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from pcam_core import run_manifest
-from pcam_core.run_costs import per_rule, read_benchmark, run_costs
+from pcam_core.report import run_manifest
+from pcam_core.report.run_costs import per_rule, read_benchmark, run_costs
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 

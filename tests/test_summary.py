@@ -5,7 +5,7 @@ import json
 import pytest
 
 from pcam_core.cli import main as pcam_main
-from pcam_core.summary import build_summary
+from pcam_core.evaluation.summary import build_summary
 
 MIOU = {("cam", "cam", "train"): 0.30, ("cam", "cam", "val"): 0.28,
         ("cam", "pseudo", "train"): 0.40, ("cam", "pseudo", "val"): 0.38,
@@ -83,7 +83,7 @@ def test_broken_metrics_file_is_an_error(tmp_path):
 
 
 def test_table4_lists_each_variants_final_per_class_iou_for_any_dataset():
-    from pcam_core.summary import TABLE4_WIDE_MAX_CLASSES, _table4_markdown
+    from pcam_core.evaluation.summary import TABLE4_WIDE_MAX_CLASSES, _table4_markdown
 
     report = {"paper": None, "miou": {"pcam": {"final": {"val": 0.5}}},
               "per_class_final": {"pcam": {"background": 0.9, "nucleus": 0.1}}}

@@ -8,9 +8,9 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from pcam_core.dataset_index import Click
-from pcam_core.label_png import label_to_image, read_label_png, write_label_png
-from pcam_core.voc_reader import (load_click_json, read_annotation_classes,
+from pcam_core.common.dataset_index import Click
+from pcam_core.common.label_png import label_to_image, read_label_png, write_label_png
+from pcam_core.data.voc_reader import (load_click_json, read_annotation_classes,
                                   read_annotation_folder, read_sbd_mask, read_split_list,
                                   train_aug_ids, validate_clicks)
 

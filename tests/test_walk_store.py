@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from pcam_core import random_walk
-from pcam_core.cam_store import CamStore, CamStoreWriter
-from pcam_core.walk_store import STORE_FORMAT, WalkStore, WalkStoreWriter
+from pcam_core.irn import random_walk
+from pcam_core.cam.store import CamStore, CamStoreWriter
+from pcam_core.irn.walk_store import STORE_FORMAT, WalkStore, WalkStoreWriter
 
 
 def _walk(rng, k, h, w):

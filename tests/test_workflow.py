@@ -265,25 +265,48 @@ def test_data_target_alone(tmp_path):
     assert planned_jobs(snakemake(tmp_path, "-n", "data")) == {}
 
 
-@pytest.mark.workflow
-def test_code_change_reruns_only_that_stage(finished_run, tmp_path):
-    """Editing a pcam_core module changes its stage's code fingerprint (a params change).
+def _plan_with_edited_module(finished_run, tmp_path, relative: str) -> dict[str, int]:
+    """Dry-run plan of the finished run with a copy of the repository where one module is edited.
 
-    Snakemake puts the Snakefile's folder first on sys.path, so a copy of the repository
-    with one edited module fingerprints the edited code.
+    Snakemake puts the Snakefile's folder first on sys.path, so the copy's code is the one
+    fingerprinted.
     """
     import shutil
 
     copy = tmp_path / "edited_repo"
-    copy.mkdir()
+    copy.mkdir(parents=True)
     for name in ("Snakefile", "workflow", "pcam_core"):
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, copy / name)
-    module = copy / "pcam_core" / "random_walk.py"
+    module = copy / relative
     module.write_text(module.read_text() + "\n# an edit\n")
-    jobs = planned_jobs(snakemake(finished_run, "-n", snakefile=copy / "Snakefile"))
-    assert "train_cam" not in jobs and "train_irn" not in jobs and "export_cams" not in jobs
+    return planned_jobs(snakemake(finished_run, "-n", snakefile=copy / "Snakefile"))
+
+
+@pytest.mark.workflow
+def test_code_change_reruns_only_that_stage(finished_run, tmp_path):
+    """random_walk.py is imported directly by the walk and, through the walk store, by the
+    walk's calibration, the label cutting and the quality gates: those rerun, nothing before."""
+    jobs = _plan_with_edited_module(finished_run, tmp_path, "pcam_core/irn/random_walk.py")
+    assert method_jobs(jobs) == {"random_walk", "calibrate_walk", "pseudo_labels", "evaluate_labels",
+                                 "train_deeplab", "predict_val", "evaluate_true_classes",
+                                 "quality_gates", "summary", "all"}
     assert jobs["random_walk"] == 4 and jobs["train_deeplab"] == 2
+
+
+@pytest.mark.workflow
+def test_indirectly_imported_module_reruns_exactly_its_dependents(finished_run, tmp_path):
+    """click_formats.py is imported by no command module directly: only index_builder ->
+    custom_dataset -> click_formats. A hand-kept list missed such chains; the import closure
+    finds it, so the index is rebuilt (and everything after it), and nothing else changes:
+    the demo generator, which does not import it, is not rerun."""
+    jobs = _plan_with_edited_module(finished_run, tmp_path, "pcam_core/data/click_formats.py")
+    assert "build_index" in jobs and "make_demo_dataset" not in jobs
+    jobs = _plan_with_edited_module(finished_run, tmp_path / "second", "pcam_core/evaluation/__init__.py")
+    # a package __init__ runs on every import from the package: each scoring rule reruns,
+    # no stage that produces what they score
+    assert method_jobs(jobs) == {"evaluate_cams", "evaluate_labels", "evaluate_true_classes",
+                                 "quality_gates", "summary", "all"}
 
 
 @pytest.mark.workflow

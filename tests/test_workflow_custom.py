@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pcam_core.example_dataset import make_example
+from pcam_core.data.example_dataset import make_example
 from test_workflow import TINY_CONFIG, planned_jobs, snakemake, write_config
 
 EXAMPLE = {"seed": 1, "num_train": 24, "num_val": 8, "min_size": 64, "max_size": 80}

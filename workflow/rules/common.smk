@@ -2,16 +2,16 @@
 # Algorithms do not belong here: they live in pcam_core.
 
 import hashlib
-import importlib.util
 import json
 import os
 import shlex
-from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from pcam_core.compute_devices import gpu_visible
+from pcam_core.cli import COMMANDS
+from pcam_core.common.code_fingerprint import command_fingerprint, command_modules, fingerprint
+from pcam_core.common.compute_devices import gpu_visible
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -28,7 +28,7 @@ scattergather:
 # Where the stage jobs run, and so how many may run at once. On a GPU, `resources: gpu=1`
 # keeps GPU jobs one at a time (the local profile's `--resources gpu=1`). On the CPU that
 # counter would only serialise jobs that could share the cores, so it is 0 there.
-# The check looks for a driver rather than importing torch (pcam_core/compute_devices.py);
+# The check looks for a driver rather than importing torch (pcam_core/common/compute_devices.py);
 # a cluster executor decides on other machines, so only a local `auto` run asks this one.
 STAGES_ON_GPU = config["device"].startswith("cuda") or (
     config["device"] == "auto" and (not workflow.local_exec or gpu_visible()))
@@ -94,50 +94,13 @@ def calibration_params(step, variant=None):
     return json.dumps(values, sort_keys=True, separators=(",", ":"))
 
 
-# The pcam_core modules each stage runs. Their source hash goes into the stage's params, so
-# editing one reruns exactly the stages that use it (Snakemake does not track imported code).
-SHARED_MODULES = [
-    "atomic_output", "dataset_index", "image_io", "class_list", "label_png", "cli", "progress",
-]
-STAGE_MODULES = {
-    "data": ["demo_dataset", "voc_reader", "index_builder", "download", "custom_dataset", "click_formats"],
-    "shards": ["shards"],
-    "train_cam": [
-        "cam_net", "cam_loss", "cam_augment", "cam_training", "backbone", "training_loop", "voc_reader",
-    ],
-    "export_cams": ["cam_net", "cam_export", "cam_store", "shard_store", "backbone", "training_loop"],
-    "calibrate_cams": ["calibration", "cam_store", "shard_store", "training_loop"],
-    "evaluate_cams": ["cam_evaluation", "evaluation", "cam_store", "shard_store", "training_loop", "calibration"],
-    "mine_ir_labels": ["ir_labels", "cam_store", "shard_store", "training_loop", "calibration"],
-    "train_irn": ["irnet", "irn_training", "path_index", "backbone", "training_loop"],
-    "random_walk": [
-        "pseudo_labels", "random_walk", "path_index", "irnet", "backbone", "cam_store", "training_loop",
-        "walk_store", "shard_store",
-    ],
-    "calibrate_walk": ["calibration", "walk_store", "shard_store", "random_walk", "training_loop"],
-    "pseudo_label_pngs": ["pseudo_label_pngs", "walk_store", "shard_store", "random_walk", "calibration"],
-    "quality_gates": ["quality_gates", "calibration", "walk_store", "shard_store", "random_walk", "training_loop"],
-    "evaluate": ["evaluation"],
-    "train_deeplab": ["deeplab", "deeplab_training", "backbone", "training_loop"],
-    "predict": ["predict", "deeplab", "backbone", "training_loop", "label_colouring"],
-    "summary": ["summary", "voc_reader"],
-    "report_figures": ["report_figures", "calibration"],
-    "qualitative_grid": ["qualitative_grid", "label_colouring", "cam_evaluation", "evaluation",
-                         "cam_store", "shard_store", "calibration", "training_loop"],
-    "run_costs": ["run_costs"],
-    "run_manifest": ["run_manifest", "training_loop"],
-}
-_PACKAGE_DIR = Path(importlib.util.find_spec("pcam_core").origin).parent
-
-
-def code_fingerprint(stage):
-    """SHA-256 (12 hex) of the pcam_core source files a stage runs."""
-    digest = hashlib.sha256()
-    for module in sorted(set(STAGE_MODULES[stage] + SHARED_MODULES)):
-        source = _PACKAGE_DIR / f"{module}.py"
-        digest.update(module.encode())
-        digest.update(source.read_bytes() if source.exists() else b"<missing>")
-    return digest.hexdigest()[:12]
+# Stage jobs get, in their params, the hash of the code their command runs (pcam_core/cli.py
+# and the import closure of the command's module, read from the source by pcam_core/common/
+# code_fingerprint.py). Editing a module reruns exactly the stages that can execute it;
+# Snakemake itself does not track imported code.
+def code_fingerprint(command):
+    """SHA-256 (12 hex) of the pcam_core source files `pcam <command>` runs."""
+    return command_fingerprint(command)
 
 
 # ------------------------------------------------------------------ data sources
@@ -320,12 +283,9 @@ def report_files():
 
 
 def all_code_fingerprint():
-    """One hash over every stage's code fingerprint: the manifest reruns when any stage's code
+    """One hash over the code of every pcam command: the manifest reruns when any stage's code
     changes (and records the commit of that moment), not on edits to docs or tests."""
-    digest = hashlib.sha256()
-    for stage in sorted(STAGE_MODULES):
-        digest.update(f"{stage}:{code_fingerprint(stage)}".encode())
-    return digest.hexdigest()[:12]
+    return fingerprint({m for command in COMMANDS for m in command_modules(command)})
 
 
 def benchmark_files():

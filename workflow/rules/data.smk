@@ -1,5 +1,5 @@
 # Data stage: the demo dataset or the real downloads, the dataset index every later stage
-# reads, the data report, and the shard lists of the per-image stages.
+# reads, the data report, and the shard lists of the per-image stages. Code: pcam_core/data/.
 
 
 # Generate the embedded demo dataset in the real on-disk formats (VOC + SBD + click JSON).
@@ -15,7 +15,7 @@ rule make_demo_dataset:
         "../../envs/pcam.yaml"
     params:
         demo=json.dumps(config["dataset"]["demo"], sort_keys=True),
-        code=code_fingerprint("data"),
+        code=code_fingerprint("make-demo"),
     message:
         "--- Generating the demo dataset."
     shell:
@@ -126,7 +126,7 @@ rule build_index:
         sources=build_index_args(),
         reading=json.dumps(config["dataset"]["image_reading"], sort_keys=True),
         files=source_fingerprint(),
-        code=code_fingerprint("data"),
+        code=code_fingerprint("build-index"),
     message:
         "--- Building the dataset index ({params.name})."
     shell:
@@ -150,7 +150,7 @@ rule make_shards:
     conda:
         "../../envs/pcam.yaml"
     params:
-        code=code_fingerprint("shards"),
+        code=code_fingerprint("make-shards"),
     message:
         "--- Splitting the image list into shards."
     shell:

@@ -1,5 +1,6 @@
 # DeepLabv3+ stage (paper §3.3, Tables 3-4): train on each variant's pseudo labels, then
 # predict val at full resolution (single scale, no flip, no CRF), shard by shard.
+# Code: pcam_core/deeplab/ (scored in evaluation.smk).
 
 
 # DeepLabv3+ (output stride 16) trained on the pseudo labels; the FINAL checkpoint is reported.
@@ -22,7 +23,7 @@ rule train_deeplab:
         deeplab=section("deeplab"),
         weights=weights_flag("deeplab"),
         device=config["device"],
-        code=code_fingerprint("train_deeplab"),
+        code=code_fingerprint("train-deeplab"),
     threads: stage_threads(8)
     resources:
         gpu=GPU_PER_JOB,
@@ -103,32 +104,3 @@ rule predict_images:
 rule predict:
     input:
         predict_targets(),
-
-
-# Table 3 like for like: val predictions restricted to each image's true classes, scored.
-# ----------------------------------------------------------------------------------
-rule evaluate_true_classes:
-    input:
-        index=INDEX,
-        labels=true_class_predictions,
-    output:
-        json=f"{R}/{{variant}}/deeplab/metrics_val_true_classes.json",
-        md=report(
-            f"{R}/{{variant}}/deeplab/metrics_val_true_classes.md",
-            category="Tables 2-3: labels",
-            labels={"variant": "{variant}", "stage": "deeplab, true classes only", "split": "val"},
-        ),
-    benchmark:
-        f"{R}/benchmarks/evaluate_true_classes/{{variant}}.tsv",
-    log:
-        f"{R}/logs/{{variant}}/evaluate_true_classes.log",
-    conda:
-        "../../envs/pcam.yaml"
-    params:
-        code=code_fingerprint("evaluate"),
-    message:
-        "--- Scoring {wildcards.variant} DeepLab predictions restricted to the true classes."
-    shell:
-        "pcam evaluate --index {input.index} --split val --pred-dirs {input.labels}"
-        " --title '{wildcards.variant} deeplab, true classes only (val)'"
-        " --out-json {output.json} --out-md {output.md} > {log} 2>&1"

@@ -1,5 +1,6 @@
 # IRNet stage (spec §3-5, paper Table 2): mine affinity labels from the CAMs, train the IRNet
 # boundary branch, and turn CAMs into pseudo labels with the sparse random walk.
+# Code: pcam_core/irn/ (thresholds from calibration.smk, scores in evaluation.smk).
 
 
 # Confident foreground / background from the CAMs, refined by a dense CRF (CPU work).
@@ -20,7 +21,7 @@ rule mine_ir_labels:
         "../../envs/pcam.yaml"
     params:
         irn=section("irn", only=IRN_MINING_KEYS),
-        code=code_fingerprint("mine_ir_labels"),
+        code=code_fingerprint("mine-ir-labels"),
     threads: stage_threads(4)
     message:
         "--- Mining {wildcards.variant} IR labels of shard {wildcards.shard}."
@@ -51,7 +52,7 @@ rule train_irn:
         irn=section("irn", drop=IRN_MINING_KEYS + IRN_THRESHOLD_KEYS),
         weights=weights_flag("irn"),
         device=config["device"],
-        code=code_fingerprint("train_irn"),
+        code=code_fingerprint("train-irn"),
     threads: stage_threads(8)
     resources:
         gpu=GPU_PER_JOB,
@@ -84,7 +85,7 @@ rule random_walk:
     params:
         rw=section("random_walk", drop=["bg_threshold"]),
         device=config["device"],
-        code=code_fingerprint("random_walk"),
+        code=code_fingerprint("random-walk"),
     threads: stage_threads(4)
     resources:
         gpu=GPU_PER_JOB,
@@ -94,30 +95,6 @@ rule random_walk:
         "pcam random-walk --index {input.index} --shard {input.shard}"
         " --cams {input.cams} --irn {input.irn} --params {params.rw:q}"
         " --out {output} --threads {threads} --device {params.device} > {log} 2>&1"
-
-
-# The walk's background threshold, chosen on masked train images (or as configured).
-# ----------------------------------------------------------------------------------
-rule calibrate_walk:
-    input:
-        index=INDEX,
-        stores=gather.shard(f"{R}/{{{{variant}}}}/pseudo/walk/{{scatteritem}}.h5"),
-    output:
-        f"{R}/{{variant}}/calibration/walk.json",
-    benchmark:
-        f"{R}/benchmarks/calibrate_walk/{{variant}}.tsv",
-    log:
-        f"{R}/logs/{{variant}}/calibrate_walk.log",
-    conda:
-        "../../envs/pcam.yaml"
-    params:
-        calibration=calibration_params("walk"),
-        code=code_fingerprint("calibrate_walk"),
-    message:
-        "--- Calibrating the {wildcards.variant} random-walk threshold."
-    shell:
-        "pcam calibrate walk --index {input.index} --stores {input.stores}"
-        " --params {params.calibration:q} --out {output} > {log} 2>&1"
 
 
 # Pseudo-label PNGs of a shard: the walk's maps cut at the calibrated background threshold.
@@ -137,41 +114,9 @@ rule pseudo_labels:
     conda:
         "../../envs/pcam.yaml"
     params:
-        code=code_fingerprint("pseudo_label_pngs"),
+        code=code_fingerprint("pseudo-labels"),
     message:
         "--- Pseudo labels for {wildcards.variant}, shard {wildcards.shard}."
     shell:
         "pcam pseudo-labels --index {input.index} --shard {input.shard} --walk {input.walk}"
         " --calibration {input.calibration} --out-dir {output} > {log} 2>&1"
-
-
-# Any stage's label PNGs scored against the VOC ground truth (pseudo labels: Table 2;
-# DeepLab predictions: Table 3).
-# ----------------------------------------------------------------------------------
-rule evaluate_labels:
-    input:
-        index=INDEX,
-        labels=labels_to_score,
-    output:
-        json=f"{R}/{{variant}}/{{stage}}/metrics_{{split}}.json",
-        md=report(
-            f"{R}/{{variant}}/{{stage}}/metrics_{{split}}.md",
-            category="Tables 2-3: labels",
-            labels={"variant": "{variant}", "stage": "{stage}", "split": "{split}"},
-        ),
-    benchmark:
-        f"{R}/benchmarks/evaluate_labels/{{variant}}_{{stage}}_{{split}}.tsv",
-    log:
-        f"{R}/logs/{{variant}}/evaluate_{{stage}}_{{split}}.log",
-    conda:
-        "../../envs/pcam.yaml"
-    wildcard_constraints:
-        stage="pseudo|deeplab",
-    params:
-        code=code_fingerprint("evaluate"),
-    message:
-        "--- Scoring {wildcards.variant} {wildcards.stage} labels on {wildcards.split}."
-    shell:
-        "pcam evaluate --index {input.index} --split {wildcards.split}"
-        " --pred-dirs {input.labels} --title '{wildcards.variant} {wildcards.stage} ({wildcards.split})'"
-        " --out-json {output.json} --out-md {output.md} > {log} 2>&1"

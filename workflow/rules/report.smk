@@ -1,6 +1,6 @@
 # The HTML report's own items (`snakemake --report report.html` after a run): figures drawn
 # from the run's outputs, the run's cost per rule, and the manifest of what produced it.
-# Each rule is one `pcam` call; none of them feeds a stage of the method.
+# Each rule is one `pcam` call; none of them feeds a stage of the method. Code: pcam_core/report/.
 
 
 # Run time and peak memory per rule, from every stage's `benchmark:` file.
@@ -20,7 +20,7 @@ rule run_costs:
     conda:
         "../../envs/pcam.yaml"
     params:
-        code=code_fingerprint("run_costs"),
+        code=code_fingerprint("run-costs"),
     message:
         "--- Run time and memory per rule."
     shell:
@@ -67,7 +67,7 @@ rule qualitative_grid:
         "../../envs/pcam.yaml"
     params:
         columns=qualitative_grid_columns,
-        code=code_fingerprint("qualitative_grid"),
+        code=code_fingerprint("qualitative-grid"),
     message:
         "--- Drawing the qualitative grid."
     shell:
@@ -91,7 +91,7 @@ rule figure_class_iou:
     conda:
         "../../envs/pcam.yaml"
     params:
-        code=code_fingerprint("report_figures"),
+        code=code_fingerprint("report-figure"),
     message:
         "--- Per-class IoU figure of {wildcards.variant}."
     shell:
@@ -119,7 +119,7 @@ rule figure_training_curves:
     params:
         # the training's log (a log of its rule, so not an input; its model is)
         log_jsonl=lambda wc: f"{R}/{wc.variant}/{wc.model}/train_log.jsonl",
-        code=code_fingerprint("report_figures"),
+        code=code_fingerprint("report-figure"),
     message:
         "--- Training curves of {wildcards.model} ({wildcards.variant})."
     shell:
@@ -143,7 +143,7 @@ rule figure_calibration:
     wildcard_constraints:
         step="cam_threshold|ir_labels|walk",
     params:
-        code=code_fingerprint("report_figures"),
+        code=code_fingerprint("report-figure"),
     message:
         "--- Calibration curves of {wildcards.step} ({wildcards.variant})."
     shell:
@@ -165,7 +165,7 @@ rule figure_data_report:
     conda:
         "../../envs/pcam.yaml"
     params:
-        code=code_fingerprint("report_figures"),
+        code=code_fingerprint("report-figure"),
     message:
         "--- Data report charts."
     shell:

@@ -1,0 +1,1 @@
+"""Shared mechanics every stage uses: images, labels, the dataset index, atomic output, the training loop, devices."""

@@ -1,0 +1,149 @@
+"""What every training stage shares: device and precision, poly LR, auto-resume, logs.
+
+Each stage (CAM net, IRNet, DeepLab) owns its model, data and loss; this module owns the
+mechanics so that all three resume, log and checkpoint the same way:
+
+* a side checkpoint (``<output>.ckpt``) every N steps, written atomically; a restart of the
+  same command continues from it (DINO-style auto-resume, idempotent under SLURM requeue or
+  Snakemake ``--retries``);
+* the declared output is written once, at the end, atomically; the side file is then removed;
+* a JSON-lines log (step, loss terms, lr, images/s); progress is pcam_core/common/progress.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pcam_core.common.atomic_output import atomic_path
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """``auto`` = the first CUDA device when there is one, else the CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def autocast_for(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA (no loss scaling needed, unlike fp16); plain fp32 on CPU."""
+    if device.type == "cuda" and enabled:
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def worker_seed_fn(worker_id: int) -> None:
+    """DataLoader worker init: derive numpy/random seeds from torch's per-worker seed."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def set_cpu_threads(threads: int) -> None:
+    """Use the threads Snakemake gave the job (it also exports OMP_NUM_THREADS)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def poly_lr(base_lr: float, step: int, total_steps: int, power: float = 0.9) -> float:
+    """lr_t = lr_0 (1 - t/T)^power, t = 0..T-1 (IRN and DeepLab both step it per iteration)."""
+    return base_lr * (1.0 - step / total_steps) ** power
+
+
+def apply_poly_lr(optimizer: torch.optim.Optimizer, step: int, total_steps: int,
+                  power: float = 0.9) -> float:
+    """Set every group's lr from its ``initial_lr``; returns the first group's lr (for logs)."""
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+        group["lr"] = poly_lr(group["initial_lr"], step, total_steps, power)
+    return optimizer.param_groups[0]["lr"]
+
+
+class Checkpointer:
+    """Side-file checkpoints with automatic resume.
+
+    ``state`` holds whatever the stage needs to continue exactly (model, optimizer, step,
+    RNG states). The side file sits beside the declared output so that it survives a killed
+    job and is found again by the restarted one.
+    """
+
+    def __init__(self, output: str | Path, every_steps: int):
+        self.output = Path(output)
+        self.side_file = self.output.with_name(self.output.name + ".ckpt")
+        self.every_steps = max(1, int(every_steps))
+
+    def load(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+        if not self.side_file.exists():
+            return None
+        return torch.load(self.side_file, map_location=map_location, weights_only=False)
+
+    def due(self, step: int) -> bool:
+        """True after every ``every_steps``-th completed step."""
+        return step > 0 and step % self.every_steps == 0
+
+    def save(self, state: dict[str, Any]) -> None:
+        with atomic_path(self.side_file) as tmp:
+            torch.save(state, tmp)
+
+    def finish(self, final_state: dict[str, Any]) -> None:
+        """Write the declared output once, then drop the side file."""
+        with atomic_path(self.output) as tmp:
+            torch.save(final_state, tmp)
+        self.side_file.unlink(missing_ok=True)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class TrainingLog:
+    """JSON-lines training log; appends, so a resumed run keeps the earlier lines."""
+
+    def __init__(self, path: str | Path | None):
+        self.path = Path(path) if path else None
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._last_time = time.perf_counter()
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def images_per_second(self, images: int) -> float:
+        now = time.perf_counter()
+        rate = images / max(now - self._last_time, 1e-9)
+        self._last_time = now
+        return rate
+
+
+def infinite_batches(loader):
+    """Cycle a DataLoader forever (training is counted in steps, not epochs)."""
+    while True:
+        yield from loader

@@ -1,0 +1,1 @@
+"""The DeepLab stage (workflow/rules/deeplab.smk): DeepLabv3+, its training, and prediction."""
