@@ -86,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_module", None) is None:
         parser.print_help()
         return 2
+    if isinstance(getattr(args, "device", None), str):
+        # Before the command touches CUDA: on a workstation with several GPUs each job takes
+        # a free one (pcam_core/common/gpu_lock.py); Snakemake's gpu=N only counts them.
+        from pcam_core.common.gpu_lock import claim_for
+
+        claim_for(args.device)
     return args._module.main(args) or 0
 
 
