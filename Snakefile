@@ -32,6 +32,37 @@ include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/report.smk"
 
 
+# On a cluster (workflow/profiles/slurm) these run in the Snakemake process itself and never
+# wait in the queue; locally nothing changes. Each needs no GPU and takes seconds whatever the
+# dataset's size: targets, shard lists, the demo data, reports and figures, and the
+# calibrations and quality gates (they read at most calibration.max_images images: 0.2-2 s
+# on the demo, an estimated 10-30 s at VOC's image size). Downloads too: compute nodes often
+# have no internet. The index and the evaluations read every image (estimated minutes on
+# VOC) and so stay cluster jobs, as do the GPU stages and the per-shard CPU stages.
+localrules:
+    all,
+    data,
+    predict,
+    download_voc2012,
+    download_sbd,
+    download_points,
+    download_weights,
+    make_demo_dataset,
+    make_shards,
+    calibrate_cam_threshold,
+    calibrate_ir_labels,
+    calibrate_walk,
+    quality_gates,
+    summary,
+    run_costs,
+    run_manifest,
+    qualitative_grid,
+    figure_class_iou,
+    figure_training_curves,
+    figure_calibration,
+    figure_data_report,
+
+
 report: "workflow/report/workflow.rst"
 
 

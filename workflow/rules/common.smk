@@ -28,19 +28,20 @@ scattergather:
 # Where the stage jobs run, and so how many may run at once. On a GPU, `resources: gpu=1`
 # keeps GPU jobs one at a time (the local profile's `--resources gpu=1`). On the CPU that
 # counter would only serialise jobs that could share the cores, so it is 0 there.
-# The check looks for a driver rather than importing torch (pcam_core/common/compute_devices.py);
-# a cluster executor decides on other machines, so only a local `auto` run asks this one.
-STAGES_ON_GPU = config["device"].startswith("cuda") or (
-    config["device"] == "auto" and (not workflow.local_exec or gpu_visible()))
+# The check looks for a driver rather than importing torch (pcam_core/common/compute_devices.py).
+# On Slurm, GPUs and threads come from workflow/profiles/slurm (its set-resources and
+# set-threads): while this file is parsed Snakemake 9 does not yet say that it submits to a
+# cluster (workflow.local_exec is True even with --executor slurm), so nothing here can tell.
+STAGES_ON_GPU = config["device"].startswith("cuda") or (config["device"] == "auto" and gpu_visible())
 GPU_PER_JOB = 1 if STAGES_ON_GPU else 0
 
 
 def stage_threads(wanted):
-    """Threads of a stage job: ``wanted`` on a GPU or a cluster. On local CPUs at most half
-    the cores, so that the two variants' jobs run side by side: a second thread speeds a
-    job 1.1-1.4x (measured on 2 cores: CAM export 36.5 -> 32.6 s, CAM training 1.45 cores
-    busy of 2), a second job 2x."""
-    if STAGES_ON_GPU or not workflow.local_exec:
+    """Threads of a stage job: ``wanted`` on a GPU. On CPUs at most half the cores, so that
+    the two variants' jobs run side by side: a second thread speeds a job 1.1-1.4x
+    (measured on 2 cores: CAM export 36.5 -> 32.6 s, CAM training 1.45 cores busy of 2), a
+    second job 2x. A cluster profile sets every stage's threads itself (set-threads)."""
+    if STAGES_ON_GPU:
         return wanted
     try:
         cores = workflow.cores
