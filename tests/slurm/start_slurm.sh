@@ -108,6 +108,16 @@ wait_pidfile() { # wait_pidfile <file> ; prints pid
 }
 
 port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q . ; }
+start_daemon() { # start_daemon <name> <port>: start /usr/sbin/<name> and record it;
+                 # returns 1 (starting nothing) when the one recorded earlier is alive
+  local name=$1 port=$2 pid
+  recorded_alive "$name" && return 1
+  port_busy "$port" && die "port $port ($name) already in use by a process this script did not start"
+  rm -f "$RUN_DIR/pidfiles/$name.pid"
+  "/usr/sbin/$name"
+  pid=$(wait_pidfile "$RUN_DIR/pidfiles/$name.pid") || die "$name wrote no pid file (see $RUN_DIR/log/$name.log)"
+  record_pid "$name" "$pid"
+}
 
 write_conf() {   # write_conf <path>: stdin -> path, never over a file someone else wrote
   if [ -e "$1" ] && ! head -1 "$1" | grep -qxF "$MARKER"; then
@@ -259,41 +269,17 @@ StorageLoc=slurm_acct_db
 EOF
 chmod 600 /etc/slurm/slurmdbd.conf
 
-if recorded_alive slurmdbd; then
-  log "slurmdbd already running (recorded)"
-else
-  port_busy 6819 && die "port 6819 (slurmdbd) already in use by a process this script did not start"
-  rm -f "$RUN_DIR/pidfiles/slurmdbd.pid"
-  /usr/sbin/slurmdbd
-  pid=$(wait_pidfile "$RUN_DIR/pidfiles/slurmdbd.pid") || die "slurmdbd wrote no pid file (see $RUN_DIR/log/slurmdbd.log)"
-  record_pid slurmdbd "$pid"
-fi
+start_daemon slurmdbd 6819 || log "slurmdbd already running (recorded)"
 wait_for 30 slurmdbd sacctmgr -n list cluster
 if ! sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER"; then
   sacctmgr -i add cluster "$CLUSTER" >/dev/null
 fi
 
 # ---------------------------------------------------------------- slurmctld / slurmd
-if recorded_alive slurmctld; then
-  log "slurmctld already running (recorded); reconfiguring"; scontrol reconfigure
-else
-  port_busy 6817 && die "port 6817 (slurmctld) already in use by a process this script did not start"
-  rm -f "$RUN_DIR/pidfiles/slurmctld.pid"
-  /usr/sbin/slurmctld
-  pid=$(wait_pidfile "$RUN_DIR/pidfiles/slurmctld.pid") || die "slurmctld wrote no pid file (see $RUN_DIR/log/slurmctld.log)"
-  record_pid slurmctld "$pid"
-fi
+start_daemon slurmctld 6817 || { log "slurmctld already running (recorded); reconfiguring"; scontrol reconfigure; }
 wait_for 30 slurmctld bash -c 'scontrol ping | grep -q "is UP"'
 
-if recorded_alive slurmd; then
-  log "slurmd already running (recorded)"
-else
-  port_busy 6818 && die "port 6818 (slurmd) already in use by a process this script did not start"
-  rm -f "$RUN_DIR/pidfiles/slurmd.pid"
-  /usr/sbin/slurmd
-  pid=$(wait_pidfile "$RUN_DIR/pidfiles/slurmd.pid") || die "slurmd wrote no pid file (see $RUN_DIR/log/slurmd.log)"
-  record_pid slurmd "$pid"
-fi
+start_daemon slurmd 6818 || log "slurmd already running (recorded)"
 
 # a node left DOWN/DRAIN by an earlier run is resumed
 end=$(( $(date +%s) + WAIT_S ))
