@@ -14,8 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
+import signal
+import sys
+import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +51,12 @@ def seed_everything(seed: int) -> None:
 
 
 def worker_seed_fn(worker_id: int) -> None:
-    """DataLoader worker init: derive numpy/random seeds from torch's per-worker seed."""
+    """DataLoader worker init: derive numpy/random seeds from torch's per-worker seed.
+
+    Workers ignore SIGTERM: Slurm signals every process of the job, and a worker that died
+    on it would make the main process fail on its next batch before it could checkpoint.
+    They end with the main process (SIGKILL follows the grace period in any case)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
@@ -72,18 +82,44 @@ def apply_poly_lr(optimizer: torch.optim.Optimizer, step: int, total_steps: int,
     return optimizer.param_groups[0]["lr"]
 
 
+# Exit status of a training stopped by SIGTERM after writing its checkpoint: 128 + 15, what a
+# shell reports for a process SIGTERM ended, so Snakemake and Slurm see the job failed (and
+# requeue or rerun it) while the side file lets the rerun continue.
+SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
+
+
 class Checkpointer:
     """Side-file checkpoints with automatic resume.
 
     ``state`` holds whatever the stage needs to continue exactly (model, optimizer, step,
     RNG states). The side file sits beside the declared output so that it survives a killed
     job and is found again by the restarted one.
+
+    SIGTERM (what Slurm sends at the wall time or a preemption, some seconds before SIGKILL;
+    Slurm's default grace is 30 s) does not end the process at once: the running step
+    finishes, :meth:`due` then says a checkpoint is due, and :meth:`save` writes it and exits
+    with status 143. So at most the step in flight is lost, not a checkpoint interval.
     """
 
     def __init__(self, output: str | Path, every_steps: int):
         self.output = Path(output)
         self.side_file = self.output.with_name(self.output.name + ".ckpt")
         self.every_steps = max(1, int(every_steps))
+        self.stop_requested = False
+        self.finished = False
+        self._previous_handler = None
+        if threading.current_thread() is threading.main_thread():  # signals reach only it
+            self._previous_handler = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, _sigterm_handler(weakref.ref(self), self._previous_handler))
+
+    def request_stop(self) -> None:
+        self.stop_requested = True
+        print(f"pcam: SIGTERM received; writing a checkpoint after the current step to "
+              f"{self.side_file}", file=sys.stderr, flush=True)
+
+    def _restore_handler(self) -> None:
+        if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._previous_handler)
 
     def load(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
         if not self.side_file.exists():
@@ -91,18 +127,39 @@ class Checkpointer:
         return torch.load(self.side_file, map_location=map_location, weights_only=False)
 
     def due(self, step: int) -> bool:
-        """True after every ``every_steps``-th completed step."""
-        return step > 0 and step % self.every_steps == 0
+        """True after every ``every_steps``-th completed step, and after any step once SIGTERM
+        has arrived."""
+        return self.stop_requested or (step > 0 and step % self.every_steps == 0)
 
     def save(self, state: dict[str, Any]) -> None:
+        """Write the side checkpoint; after a SIGTERM, then exit with status 143."""
         with atomic_path(self.side_file) as tmp:
             torch.save(state, tmp)
+        if self.stop_requested:
+            print(f"pcam: stopped by SIGTERM at step {state.get('step', '?')}; checkpoint in "
+                  f"{self.side_file}; rerunning the job resumes from it", file=sys.stderr, flush=True)
+            raise SystemExit(SIGTERM_EXIT_STATUS)
 
     def finish(self, final_state: dict[str, Any]) -> None:
         """Write the declared output once, then drop the side file."""
         with atomic_path(self.output) as tmp:
             torch.save(final_state, tmp)
         self.side_file.unlink(missing_ok=True)
+        self.finished = True
+        self._restore_handler()
+
+
+def _sigterm_handler(checkpointer: weakref.ref, previous):
+    """SIGTERM while a training runs: ask it to checkpoint and stop. Once that training is
+    over (finished, or gone after an exception), the signal has its usual effect again."""
+    def on_sigterm(signum, frame):
+        trainer = checkpointer()
+        if trainer is not None and not trainer.finished:
+            trainer.request_stop()
+            return
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+    return on_sigterm
 
 
 def rng_state() -> dict[str, Any]:
