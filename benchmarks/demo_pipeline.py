@@ -7,12 +7,14 @@ Runs `snakemake --cores N --resources gpu=1` with the repository's config.yaml (
 ``--set`` values, YAML-parsed, replacing single keys) in a fresh working directory and samples, every 0.2 s, the summed resident memory of snakemake and all
 its descendants (parallel jobs count together, unlike /usr/bin/time's single-process peak).
 Prints wall seconds, peak summed RSS, the summary, and the seconds and peak memory per rule
-(the run's report/run_costs.md, from Snakemake's benchmark files).
+(the run's report/run_costs.md, from Snakemake's benchmark files), and records wall time
+and peak memory in <workdir>/demo_pipeline.json for benchmarks/readme_results.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -94,6 +96,9 @@ def main() -> None:
         print(log[-5000:])
         sys.exit(f"snakemake failed with exit code {proc.returncode}")
 
+    # benchmarks/readme_results.py writes the README's demo table from this and the run
+    (workdir / "demo_pipeline.json").write_text(json.dumps(
+        {"wall_s": round(wall, 1), "peak_rss_mib": round(peak / 2**20), "cores": args.cores}) + "\n")
     print(f"demo DAG wall time: {wall:.1f} s on {args.cores} cores")
     print(f"peak summed RSS (snakemake + all jobs): {peak / 2**20:.0f} MiB")
     summary = next((workdir / "results").glob("*/summary.md"))

@@ -148,6 +148,24 @@ def finished_run(tmp_path_factory):
     return workdir
 
 
+# What a second run must reproduce byte for byte: every score, threshold and gate, and the
+# summary built from them (timings, logs and the manifest legitimately differ).
+DETERMINISTIC_OUTPUTS = ("**/metrics_*.json", "**/metrics_*.md", "**/calibration/*.json",
+                         "**/quality_gates.json", "**/quality_gates.md", "summary.json", "summary.md")
+
+
+@pytest.mark.workflow
+def test_a_second_run_gives_byte_identical_results(finished_run, tmp_path):
+    """Same config, same machine, same threads: identical metrics and summary (issue 12)."""
+    write_config(tmp_path, TINY_CONFIG)
+    snakemake(tmp_path)
+    first, second = finished_run / "results" / "tiny", tmp_path / "results" / "tiny"
+    files = sorted({p.relative_to(first) for pattern in DETERMINISTIC_OUTPUTS for p in first.glob(pattern)})
+    assert len(files) >= 20, files
+    different = [str(f) for f in files if (first / f).read_bytes() != (second / f).read_bytes()]
+    assert different == [], f"differ between two runs of the same config: {different}"
+
+
 @pytest.mark.workflow
 def test_end_to_end_writes_summary_and_is_up_to_date(finished_run):
     results = finished_run / "results" / "tiny"
