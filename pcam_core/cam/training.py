@@ -111,7 +111,7 @@ def train_cam(index_path: str | Path, variant: str, params: dict[str, Any], out:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    checkpointer = Checkpointer(out, params["checkpoint_every"])
+    checkpointer = Checkpointer(out, params["checkpoint_every"], command="train-cam")
     fingerprint = _fingerprint(variant, params, len(dataset), index.classes.names)
     start_step = 0
     # CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest to the device.

@@ -101,10 +101,17 @@ class Checkpointer:
     with status 143. So at most the step in flight is lost, not a checkpoint interval.
     """
 
-    def __init__(self, output: str | Path, every_steps: int):
+    def __init__(self, output: str | Path, every_steps: int, command: str | None = None):
         self.output = Path(output)
         self.side_file = self.output.with_name(self.output.name + ".ckpt")
         self.every_steps = max(1, int(every_steps))
+        # The code a side file was written by: a checkpoint of other code is never resumed
+        # (an edit between a kill and the rerun would otherwise mix two versions in one run).
+        self.code = None
+        if command is not None:
+            from pcam_core.common.code_fingerprint import command_fingerprint
+
+            self.code = command_fingerprint(command)
         self.stop_requested = False
         self.finished = False
         self._previous_handler = None
@@ -122,9 +129,15 @@ class Checkpointer:
             signal.signal(signal.SIGTERM, self._previous_handler)
 
     def load(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+        """The side checkpoint to resume from; None when there is none or other code wrote it."""
         if not self.side_file.exists():
             return None
-        return torch.load(self.side_file, map_location=map_location, weights_only=False)
+        state = torch.load(self.side_file, map_location=map_location, weights_only=False)
+        if self.code is not None and state.get("code") != self.code:
+            print(f"pcam: ignoring {self.side_file}: written by other pcam code "
+                  f"({state.get('code')} vs {self.code}); starting over", file=sys.stderr)
+            return None
+        return state
 
     def due(self, step: int) -> bool:
         """True after every ``every_steps``-th completed step, and after any step once SIGTERM
@@ -133,6 +146,8 @@ class Checkpointer:
 
     def save(self, state: dict[str, Any]) -> None:
         """Write the side checkpoint; after a SIGTERM, then exit with status 143."""
+        if self.code is not None:
+            state = {**state, "code": self.code}
         with atomic_path(self.side_file) as tmp:
             torch.save(state, tmp)
         if self.stop_requested:

@@ -241,7 +241,7 @@ def train_deeplab(index: DatasetIndex, label_dirs: Sequence[str | Path], params:
                                 nesterov=bool(params["nesterov"]) and params["momentum"] > 0,
                                 weight_decay=params["weight_decay"])
 
-    checkpointer = tl.Checkpointer(out, params["checkpoint_every"])
+    checkpointer = tl.Checkpointer(out, params["checkpoint_every"], command="train-deeplab")
     log = tl.TrainingLog(log_jsonl)
     start = 0
     fingerprint = resume_fingerprint(params, pairs, use_weights, index.classes.names)

@@ -185,7 +185,7 @@ def train_irn(index_path: str | Path, label_dirs: list[str | Path], params: dict
     optimizer = torch.optim.SGD(model.edge_parameters(), lr=float(params["lr"]),
                                 momentum=float(params["momentum"]),
                                 weight_decay=float(params["weight_decay"]))
-    checkpointer = Checkpointer(out, params["checkpoint_every"])
+    checkpointer = Checkpointer(out, params["checkpoint_every"], command="train-irn")
     fingerprint = _fingerprint(params, [r.id for r in records])
     step = 0
     state = checkpointer.load()

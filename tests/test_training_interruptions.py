@@ -1,4 +1,5 @@
-"""SIGTERM (Slurm's warning before SIGKILL): training checkpoints, exits 143, and resumes exactly."""
+"""Interrupted training: SIGTERM checkpoints, exits 143 and resumes exactly; a side checkpoint
+of other code is never resumed."""
 
 from __future__ import annotations
 
@@ -80,3 +81,15 @@ def test_after_training_sigterm_ends_the_process_as_usual(tmp_path):
     result = subprocess.run([sys.executable, "-c", FINISHED_THEN_SIGTERM, str(tmp_path / "m.pt")],
                             env=_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == -signal.SIGTERM and "survived" not in result.stdout
+
+
+def test_a_side_checkpoint_of_other_code_is_not_resumed(tmp_path, capsys):
+    from pcam_core.common.training_loop import Checkpointer
+
+    written = Checkpointer(tmp_path / "model.pt", 5, command="train-deeplab")
+    written.save({"step": 5})
+    assert Checkpointer(tmp_path / "model.pt", 5, command="train-deeplab").load()["step"] == 5
+    edited = Checkpointer(tmp_path / "model.pt", 5, command="train-deeplab")
+    edited.code = "an-edited-tree"  # what command_fingerprint gives after a code edit
+    assert edited.load() is None
+    assert "written by other pcam code" in capsys.readouterr().err
