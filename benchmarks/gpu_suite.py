@@ -394,17 +394,16 @@ SPEED_NEEDS_S = {"cam": 15, "irn": 20, "deeplab": 30, "export": 10, "boundary": 
 
 
 @contextlib.contextmanager
-def irn_in_fp32():
-    """IRNet's taps() always run the frozen backbone under bf16 autocast on CUDA (the one use
-    of bf16 the spec approved); the fp32 baseline switches that off for one measurement."""
-    import pcam_core.irn.net as irn_net
-
-    saved = irn_net.autocast_for
-    irn_net.autocast_for = lambda device, enabled=True: contextlib.nullcontext()
+def autocast_off(module):
+    """Run one measurement in fp32 where ``module`` would autocast to bf16 on CUDA: IRNet's
+    taps() (the one use of bf16 the spec approved) and the CAM export both call
+    ``autocast_for`` unconditionally, so the fp32 baseline swaps it for a no-op."""
+    saved = module.autocast_for
+    module.autocast_for = lambda device, enabled=True: contextlib.nullcontext()
     try:
         yield
     finally:
-        irn_net.autocast_for = saved
+        module.autocast_for = saved
 
 
 def _speed_pair(ctx: Context, item: str, fp32: float, fast: float, what: str) -> None:
@@ -457,7 +456,9 @@ def part_speeds(ctx: Context) -> None:
 
     def irn() -> None:
         depth, batch, crop, radius = s.irn
-        with irn_in_fp32():
+        import pcam_core.irn.net as irn_net
+
+        with autocast_off(irn_net):
             fp32 = irn_speed.training_rate(depth, batch, crop, radius, device, s.steps)
         fast = irn_speed.training_rate(depth, batch, crop, radius, device, s.steps)
         _speed_pair(ctx, "IRNet training", fp32, fast,

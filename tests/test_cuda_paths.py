@@ -77,19 +77,6 @@ def test_batched_walk_on_cuda_equals_per_image_cpu_walks():
 
 
 # ----------------------------------------------------------------------------- bf16 CAMs
-@contextlib.contextmanager
-def _fp32_export():
-    """export.compute_maps runs under autocast_for(device) = bf16 on CUDA: switch it off."""
-    import pcam_core.cam.export as export
-
-    saved = export.autocast_for
-    export.autocast_for = lambda device, enabled=True: contextlib.nullcontext()
-    try:
-        yield
-    finally:
-        export.autocast_for = saved
-
-
 def test_bf16_cams_against_fp32_cams():
     """Measured and reported, not judged: the spec approved bf16 only for IRN's frozen
     backbone, while export-cams runs the CAM network under bf16 autocast on CUDA."""
@@ -107,7 +94,10 @@ def test_bf16_cams_against_fp32_cams():
         rgb = render_image(np.random.default_rng(seed), 375, 500).rgb
         inputs = scaled_inputs(rgb, (1.0, 0.5, 1.5, 2.0))
         cam16, high16 = compute_maps(model, inputs, rgb.shape[:2], classes, device)
-        with _fp32_export():
+        from gpu_suite import autocast_off
+        import pcam_core.cam.export as export
+
+        with autocast_off(export):
             cam32, high32 = compute_maps(model, inputs, rgb.shape[:2], classes, device)
         assert cam16.shape == cam32.shape and high16.shape == high32.shape
         assert np.isfinite(high16).all() and high16.min() >= 0 and high16.max() <= 1
