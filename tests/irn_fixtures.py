@@ -39,7 +39,7 @@ def _image(rng: np.random.Generator, h: int, w: int, classes: tuple[int, ...]):
 
 def make_data(root: Path, sizes=((37, 53), (130, 70), (48, 48), (64, 40)),
               classes=((8,), (3, 12), (), (12,)), split="train_aug", seed: int = 0,
-              not_stored=(3,)) -> dict:
+              not_stored=()) -> dict:
     """Write images, GT PNGs, index.json, shard.txt and cams.h5 under ``root``.
 
     Images whose position is in ``not_stored`` are left out of the CAM store.

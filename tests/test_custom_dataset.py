@@ -127,8 +127,8 @@ def test_bad_layouts_are_clear_errors(tmp_path):
     (tmp_path / "images" / "a.tif").unlink()
 
     (tmp_path / "val.txt").write_text("a\n# a comment\nmissing_one\n")
-    with pytest.raises(ValueError, match=r"val.txt:3: 'missing_one' is not an image id"):
-        build_custom_index({**params, "val": str(tmp_path / "val.txt")})
+    with pytest.raises(ValueError, match=r"image listed in a split but not found(.|\n)*val.txt:3: 'missing_one'"):
+        build_custom_index({**params, "val": str(tmp_path / "val.txt")}, strict=True)
 
     masks = tmp_path / "masks"
     write_label_png(masks / "a.png", np.zeros((5, 5), np.uint8))

@@ -155,3 +155,16 @@ def test_side_checkpoint_of_other_labels_is_not_resumed(tiny_data, tmp_path):
     label = next(label_dirs[0].glob("*.png"))
     write_label_png(label, np.zeros(Image.open(label).size[::-1], np.uint8))
     assert train_deeplab(index, label_dirs, params, out, device="cpu")["resumed_from"] == 0
+
+
+def test_a_batch_without_a_labelled_pixel_teaches_nothing_and_stops_nothing(tiny_data, tmp_path):
+    """Sparse labels (point blots) can give crops with no labelled pixel: cross-entropy's mean
+    over no pixel is NaN, which would stop the training; such a batch gives loss 0 instead."""
+    root, index, _ = tiny_data
+    unlabelled = tmp_path / "unlabelled"
+    for record in index.training_records():
+        write_label_png(unlabelled / f"{record.id}.png", np.full((record.height, record.width), 255, np.uint8))
+    out = tmp_path / "model.pt"
+    train_deeplab(index, [unlabelled], {**PARAMS, "iterations": 2}, out, device="cpu", log_jsonl=tmp_path / "log.jsonl")
+    losses = [json.loads(line).get("loss") for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert out.exists() and all(loss in (None, 0.0) for loss in losses)

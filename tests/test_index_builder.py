@@ -71,11 +71,14 @@ def test_splits_records_and_quirk_counts(tmp_path):
     assert "unknown class" in report_markdown(index.report, index.classes)
 
 
-def test_missing_image_is_an_error_naming_it(tmp_path):
+def test_missing_image_is_skipped_or_under_strict_an_error_naming_it(tmp_path):
     voc, sbd, points = _layout(tmp_path)
     (sbd / "img" / "s2.jpg").unlink()
-    with pytest.raises(FileNotFoundError, match="s2"):
-        build_index("voc2012", voc, sbd, points)
+    index = build_index("voc2012", voc, sbd, points)
+    assert "s2" not in index.records and "s2" not in index.splits["train_aug"]
+    assert index.report["skipped"]["counts"]["image_listed_but_missing"] == 1
+    with pytest.raises(ValueError, match=r"image listed in a split but not found(.|\n)*s2 \(in train_aug\)"):
+        build_index("voc2012", voc, sbd, points, strict=True)
 
 
 def test_index_round_trip(tmp_path):
@@ -135,6 +138,12 @@ def test_voc_index_unchanged_apart_from_the_class_list(tmp_path):
     assert data["report"].pop("image_labels")["source"] == "clicks"
     left = data["report"]["train_aug_without_valid_click"]
     assert left.pop("left_out_of_training") == left["count"]
+    # Added with bad-input handling: nothing skipped but the two clickless train_aug images.
+    skipped = data["report"].pop("skipped")
+    assert {k: v for k, v in skipped["counts"].items() if v} == {
+        "click_unknown_class": 1, "click_negative": 1, "click_out_of_bounds": 1,
+        "click_image_not_found": 1, "training_image_without_click": 2}
+    assert data["report"]["clicks"].pop("clicks_on_skipped_images") == 0
     assert data == before
 
 

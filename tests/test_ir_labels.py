@@ -45,10 +45,10 @@ def test_mine_shard(tmp_path, crf, threads):
     out_dir = tmp_path / "ir"
     counts = ir_labels.mine_shard(data["index"], data["shard"], data["cams"],
                                   {**PARAMS, "crf": crf}, out_dir, threads)
-    # img_2 has no classes, img_3 is not in the store
-    assert counts == {"shard_train_aug": 4, "written": 2, "not_in_store": 1, "no_classes": 1}
-    assert sorted(p.name for p in out_dir.iterdir()) == ["img_0.png", "img_1.png"]
-    for record in data["records"][:2]:
+    # img_2 has no classes
+    assert counts == {"shard_train_aug": 4, "written": 3, "not_in_store": 0, "no_classes": 1}
+    assert sorted(p.name for p in out_dir.iterdir()) == ["img_0.png", "img_1.png", "img_3.png"]
+    for record in (data["records"][i] for i in (0, 1, 3)):
         label = read_label_png(out_dir / f"{record.id}.png")
         assert label.shape == (record.height, record.width)
         values = set(np.unique(label).tolist())
@@ -62,7 +62,7 @@ def test_cli_main(tmp_path, capsys):
     args = argparse.Namespace(index=str(data["index"]), shard=str(data["shard"]), cams=str(data["cams"]),
                               params=PARAMS, out_dir=str(tmp_path / "ir"), threads=1, calibration=None)
     assert ir_labels.main(args) == 0
-    assert "1 not in the CAM store, 1 with no classes" in capsys.readouterr().out
+    assert "0 not in the CAM store, 1 with no classes" in capsys.readouterr().out
 
 
 def test_cli_takes_the_thresholds_from_the_calibration(tmp_path, capsys):

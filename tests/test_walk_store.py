@@ -89,8 +89,8 @@ def _write_walk_store(path):
 
 
 @pytest.mark.parametrize("reader, kind, write_other, other_format", [
-    (WalkStore, "walk store", _write_cam_store, "pcam-cam-store/1"),
-    (CamStore, "CAM store", _write_walk_store, "pcam-walk-store/1"),
+    (WalkStore, "walk store", _write_cam_store, "pcam-cam-store/2"),
+    (CamStore, "CAM store", _write_walk_store, "pcam-walk-store/2"),
 ])
 def test_foreign_files_are_refused_by_name(tmp_path, reader, kind, write_other, other_format):
     """Both stores share shard_store's checks: the other store kind, a text file or a missing

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from pcam_core.cam.net import MAXNORM_EPS, CamNet, load_cam_model, resolve_cam_params
-from pcam_core.cam.store import CamStoreWriter
+from pcam_core.cam.store import CamStoreWriter, exported_ids
 from pcam_core.cli import json_object
 from pcam_core.common.dataset_index import DatasetIndex, ImageRecord, read_shard_ids
 from pcam_core.common.image_io import ImageReading, normalize, read_rgb, resize_rgb, to_chw_tensor
@@ -115,7 +115,7 @@ def export_cams(index_path: str | Path, shard_path: str | Path, model_path: str 
     if unknown:
         raise KeyError(f"{shard_path}: {len(unknown)} ids are not in {index_path}, e.g. {unknown[:3]}")
     records = [index[i] for i in ids]
-    kept = [r for r in records if r.export_classes()]
+    kept = [index[i] for i in exported_ids(index, ids)]
     skipped = len(records) - len(kept)
 
     model, _ = load_cam_model(model_path, map_location="cpu")

@@ -13,6 +13,10 @@ Maps are non-negative and max-normalised per class. float16 plus gzip+shuffle, c
 class plane, and the compact HDF5 >= 1.10 object headers (``libver="latest"``: the default
 headers cost ~8 KiB per image, a quarter of a small demo image's maps) keep an image at
 0.29 of float32 .npy on the demo and 0.19 at VOC sizes (benchmarks/cam_store_size.py).
+
+``export-cams`` stores exactly the shard's images that have a class (``exported_ids``).
+Readers check each file on open (``shard_store``); given the shard's ids, also that none of
+those images is missing and that no image from outside the shard is there.
 """
 
 from __future__ import annotations
@@ -24,7 +28,13 @@ import numpy as np
 
 from pcam_core.common.shard_store import ShardStore, ShardStoreWriter
 
-STORE_FORMAT = "pcam-cam-store/1"
+# /2: the writer records its image count, which readers check.
+STORE_FORMAT = "pcam-cam-store/2"
+
+
+def exported_ids(index, ids: Iterable[str]) -> list[str]:
+    """The ids of ``ids`` that get maps (``export-cams`` skips images without any class)."""
+    return [i for i in ids if index[i].export_classes()]
 
 
 @dataclass
@@ -62,6 +72,16 @@ class CamStore(ShardStore[CamRecord]):
 
     FORMAT = STORE_FORMAT
     WHAT = "CAM store"
+    RULE = "export_cams"
+
+    DATASETS = {"keys": (1, "iu"), "cam": (3, "f"), "high_res": (3, "f")}
+
+    def _shape_problem(self, shapes, attrs) -> str | None:
+        (k,), (kc, h4, w4), (kh, h, w) = shapes["keys"], shapes["cam"], shapes["high_res"]
+        if not k == kc == kh or (h4, w4) != (-(-h // 4), -(-w // 4)):
+            return (f"shapes keys ({k},), cam ({kc}, {h4}, {w4}), high_res ({kh}, {h}, {w}) do not "
+                    f"match (K maps each; cam on high_res's stride-4 grid)")
+        return None
 
     def _record(self, group) -> CamRecord:
         return CamRecord(keys=group["keys"][()],

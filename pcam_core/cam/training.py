@@ -111,14 +111,13 @@ def train_cam(index_path: str | Path, variant: str, params: dict[str, Any], out:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    checkpointer = Checkpointer(out, params["checkpoint_every"], command="train-cam")
+    checkpointer = Checkpointer(out, params["checkpoint_every"], command="train-cam",
+                                hint="Lower cam.lr_backbone / cam.lr_classifier, or check the index's "
+                                     "image labels and clicks.")
     fingerprint = _fingerprint(variant, params, len(dataset), index.classes.names)
     start_step = 0
     # CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest to the device.
-    state = checkpointer.load(map_location="cpu")
-    if state is not None and state.get("fingerprint") != fingerprint:
-        print(f"train-cam: ignoring {checkpointer.side_file} (written with other settings)", file=sys.stderr)
-        state = None
+    state = checkpointer.load(map_location="cpu", fingerprint=fingerprint)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -158,6 +157,7 @@ def train_cam(index_path: str | Path, variant: str, params: dict[str, Any], out:
         losses = cam_loss(logits, cam, labels, alpha, points, counts, (crop, crop), params["point_loss_form"])
         optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
+        checkpointer.check_loss(step + 1, losses.total, {"loss_img": losses.image, "loss_pt": losses.point})
         optimizer.step()
 
         done = step + 1

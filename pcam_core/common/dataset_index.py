@@ -204,11 +204,14 @@ def read_shard_ids(path: str | Path) -> list[str]:
     return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def read_id_list(path: str | Path, known, what: str = "id list", normalise=lambda text: text) -> list[str]:
+def read_id_list(path: str | Path, known, what: str = "id list", normalise=lambda text: text,
+                 unknown: list[str] | None = None) -> list[str]:
     """Ids of a user's list file (one per line, '#' comments), in file order, each once.
 
     ``normalise`` maps a line to an id (e.g. drops an image extension); an id not in
-    ``known`` is an error naming the file and line, so a typo never shrinks a split silently.
+    ``known`` is an error naming the file and line, so a typo never shrinks a split silently,
+    unless the caller passes an ``unknown`` list: each such line is then appended to it as
+    ``file:line: 'text'`` (for the caller to count) and left out.
     """
     path = Path(path)
     if not path.is_file():
@@ -220,7 +223,10 @@ def read_id_list(path: str | Path, known, what: str = "id list", normalise=lambd
             continue
         image_id = normalise(text)
         if image_id not in known:
-            raise ValueError(f"{path}:{number}: {text!r} is not an image id of the dataset")
+            if unknown is None:
+                raise ValueError(f"{path}:{number}: {text!r} is not an image id of the dataset")
+            unknown.append(f"{path}:{number}: {text!r}")
+            continue
         ids.setdefault(image_id, None)
     return list(ids)
 

@@ -7,6 +7,8 @@ mechanics so that all three resume, log and checkpoint the same way:
   same command continues from it (DINO-style auto-resume, idempotent under SLURM requeue or
   Snakemake ``--retries``);
 * the declared output is written once, at the end, atomically; the side file is then removed;
+* a NaN or Inf loss stops the run before its optimizer step (``Checkpointer.check_loss``), and
+  no checkpoint or output is written from non-finite weights: the last good side file stays;
 * a JSON-lines log (step, loss terms, lr, images/s); progress is pcam_core/common/progress.py.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import signal
@@ -88,6 +91,10 @@ def apply_poly_lr(optimizer: torch.optim.Optimizer, step: int, total_steps: int,
 SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
 
 
+class NonFiniteTraining(FloatingPointError):
+    """A training met a NaN or Inf loss or weights: stopped, with the last good checkpoint kept."""
+
+
 class Checkpointer:
     """Side-file checkpoints with automatic resume.
 
@@ -101,10 +108,16 @@ class Checkpointer:
     with status 143. So at most the step in flight is lost, not a checkpoint interval.
     """
 
-    def __init__(self, output: str | Path, every_steps: int, command: str | None = None):
+    def __init__(self, output: str | Path, every_steps: int, command: str | None = None, hint: str = ""):
+        """``command`` (train-cam, ...) names the stage in messages and fingerprints its code;
+        ``hint`` says what to change when the training diverges."""
         self.output = Path(output)
         self.side_file = self.output.with_name(self.output.name + ".ckpt")
         self.every_steps = max(1, int(every_steps))
+        self.stage = command or "training"
+        self.hint = hint
+        self.kept_step: int | None = None  # the step of a side file this run resumed or wrote
+        self.step: int | None = None  # the step whose loss was checked last
         # The code a side file was written by: a checkpoint of other code is never resumed
         # (an edit between a kill and the rerun would otherwise mix two versions in one run).
         self.code = None
@@ -128,8 +141,10 @@ class Checkpointer:
         if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._previous_handler)
 
-    def load(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-        """The side checkpoint to resume from; None when there is none or other code wrote it."""
+    def load(self, map_location: str | torch.device = "cpu", fingerprint: str | None = None
+             ) -> dict[str, Any] | None:
+        """The side checkpoint to resume from; None when there is none, or other code or (given
+        ``fingerprint``, the stage's settings and inputs) other settings wrote it."""
         if not self.side_file.exists():
             return None
         state = torch.load(self.side_file, map_location=map_location, weights_only=False)
@@ -137,7 +152,55 @@ class Checkpointer:
             print(f"pcam: ignoring {self.side_file}: written by other pcam code "
                   f"({state.get('code')} vs {self.code}); starting over", file=sys.stderr)
             return None
+        if fingerprint is not None and state.get("fingerprint") != fingerprint:
+            print(f"{self.stage}: ignoring {self.side_file} (written with other settings or inputs); "
+                  "starting over", file=sys.stderr)
+            return None
+        self.kept_step = state.get("step")
         return state
+
+    def check_loss(self, step: int, loss: torch.Tensor, terms: dict[str, Any] | None = None) -> None:
+        """Stop before the optimizer step of ``step`` (counted from 1, as the log) when its loss is
+        NaN or Inf: NonFiniteTraining naming the stage, the step, the terms and what is kept.
+
+        One ``isfinite`` of the total per step: on a GPU a sync, as the ``.item()`` that logs the
+        loss is anyway. A non-finite term makes the (weighted) total non-finite too, so ``terms``
+        (name -> tensor, float or None) are only read to name the culprit.
+        """
+        self.step = step
+        if bool(torch.isfinite(loss.detach())):
+            return
+        values = {"loss": loss, **(terms or {})}
+        numbers = {name: float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+                   for name, value in values.items() if value is not None}
+        found = ", ".join(f"{name} = {value}" for name, value in numbers.items() if not math.isfinite(value))
+        raise NonFiniteTraining(self._stop_message(f"the loss is not finite at step {step} ({found}); "
+                                                   "stopped before its optimizer step"))
+
+    def _check_finite(self, state: dict[str, Any], step: int | None) -> None:
+        """Refuse to write weights (or optimizer state) holding NaN or Inf: a finite loss can
+        still end in a non-finite update."""
+        bad = _first_non_finite(state)
+        if bad is not None:
+            after = f"step {step}" if step is not None else "the last step"
+            raise NonFiniteTraining(self._stop_message(
+                f"{bad} holds NaN or Inf after {after} (its loss was finite, its update was not); "
+                "nothing was written"))
+
+    def _stop_message(self, what: str) -> str:
+        """The stage, what went wrong, which checkpoint is kept and what a rerun does, the hint."""
+        if self.kept_step is not None:
+            kept = (f"Kept: the side checkpoint {self.side_file} of step {self.kept_step}, the last good "
+                    "state. A rerun with the same settings resumes from it (and likely fails the same "
+                    "way); a rerun with other training settings (say a lower learning rate) ignores it, "
+                    "as it matches its own settings only, and starts over")
+        elif self.side_file.exists():
+            kept = (f"No checkpoint of this run exists yet ({self.side_file} is from other settings or "
+                    "code and is not resumed); a rerun starts over")
+        else:
+            kept = (f"No side checkpoint exists yet (the first is written after step {self.every_steps}); "
+                    "a rerun starts over")
+        return f"{self.stage}: {what}. {kept}." + (f" {self.hint}" if self.hint else "")
 
     def due(self, step: int) -> bool:
         """True after every ``every_steps``-th completed step, and after any step once SIGTERM
@@ -146,10 +209,13 @@ class Checkpointer:
 
     def save(self, state: dict[str, Any]) -> None:
         """Write the side checkpoint; after a SIGTERM, then exit with status 143."""
+        self._check_finite(state, state.get("step", self.step))
         if self.code is not None:
             state = {**state, "code": self.code}
         with atomic_path(self.side_file) as tmp:
-            torch.save(state, tmp)
+            save_torch_file(state, tmp)
+        if "step" in state:
+            self.kept_step = int(state["step"])
         if self.stop_requested:
             print(f"pcam: stopped by SIGTERM at step {state.get('step', '?')}; checkpoint in "
                   f"{self.side_file}; rerunning the job resumes from it", file=sys.stderr, flush=True)
@@ -157,11 +223,33 @@ class Checkpointer:
 
     def finish(self, final_state: dict[str, Any]) -> None:
         """Write the declared output once, then drop the side file."""
+        self._check_finite(final_state, self.step)
         with atomic_path(self.output) as tmp:
-            torch.save(final_state, tmp)
+            save_torch_file(final_state, tmp)
         self.side_file.unlink(missing_ok=True)
         self.finished = True
         self._restore_handler()
+
+
+def save_torch_file(state: Any, path: Path) -> None:
+    """torch.save through an open file: given a path, torch names the archive's inner folder
+    after the file, here a random temp name, so two identical models differed byte for byte."""
+    with open(path, "wb") as handle:
+        torch.save(state, handle)
+
+
+def _first_non_finite(value: Any, name: str = "") -> str | None:
+    """The name of the first floating tensor in a (nested) state holding NaN or Inf, or None."""
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return name or "a tensor"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        bad = _first_non_finite(item, f"{name}.{key}" if name else str(key))
+        if bad is not None:
+            return bad
+    return None
 
 
 def _sigterm_handler(checkpointer: weakref.ref, previous):

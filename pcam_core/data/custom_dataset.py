@@ -15,7 +15,9 @@ Layout (config ``dataset:`` with ``name: custom``):
   train_aug images that have a mask (scored for Tables 1-2 like VOC's train).
 
 Every click not used is counted in the data report with its reason and example locations;
-a file that cannot be parsed at all is an error naming it.
+a file that cannot be parsed at all is an error naming it. Every image is decoded once here:
+one that cannot be (corrupt, truncated) is left out and counted with the other skippable
+problems, or with ``strict`` an error (``bad_input``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from pcam_core.common.class_list import IGNORE_INDEX, ClassList
-from pcam_core.data.click_formats import RawClick, parse_clicks
+from pcam_core.data.bad_input import (BadInputError, InputProblems, check_mask,
+                                     require_nonempty_splits, require_training_images)
+from pcam_core.data.click_formats import ClickFileError, RawClick, parse_clicks
 from pcam_core.common.dataset_index import Click, DatasetIndex, ImageRecord, read_id_list
 from pcam_core.common.image_io import IMAGE_EXTENSIONS, ImageReading, image_size
 from pcam_core.data.data_report import count_click_noise, data_report
@@ -106,25 +110,36 @@ def resolve_class(label, classes: ClassList) -> int | None:
 
 
 class ClickCounts:
-    """Counts and example locations of every reason a click is or is not used."""
+    """Counts and locations of every reason a click is not used (all of them: strict lists them)."""
 
     def __init__(self):
-        self.counts: Counter = Counter()
-        self.examples: dict[str, list[str]] = {}
+        self.places: dict[str, list[str]] = {}
         self.unknown_names: Counter = Counter()
 
     def note(self, reason: str, where: str) -> None:
-        self.counts[reason] += 1
-        examples = self.examples.setdefault(reason, [])
-        if len(examples) < EXAMPLES_PER_REASON:
-            examples.append(where)
+        self.places.setdefault(reason, []).append(where)
+
+    def count(self, reason: str) -> int:
+        return len(self.places.get(reason, ()))
+
+    def examples(self) -> dict[str, list[str]]:
+        return {reason: places[:EXAMPLES_PER_REASON] for reason, places in self.places.items()}
 
 
-def validate_custom_clicks(parsed, sizes: dict[str, tuple[int, int]], classes: ClassList
+# Click reasons that are bad input (bad_input kinds); non-point shapes are ignored by design.
+UNUSABLE_CLICK_REASONS = ("malformed", "unknown_class", "negative", "out_of_bounds", "image_not_found")
+
+
+def validate_custom_clicks(parsed, sizes: dict[str, tuple[int, int]], classes: ClassList,
+                           problems: InputProblems | None = None, skipped=frozenset()
                            ) -> tuple[dict[str, tuple[Click, ...]], dict]:
-    """Valid clicks per image id and the click section of the data report."""
+    """Valid clicks per image id and the click section of the data report.
+
+    ``problems`` also gets every unusable click by place (for ``strict``); clicks of the
+    ``skipped`` ids (images the index left out) are counted as such, not as unknown images.
+    """
     counts = ClickCounts()
-    matcher = ImageMatcher(sizes)
+    matcher = ImageMatcher([*sizes, *skipped])
     for where in parsed.malformed:
         counts.note("malformed", where)
     for where in parsed.non_point:
@@ -136,6 +151,9 @@ def validate_custom_clicks(parsed, sizes: dict[str, tuple[int, int]], classes: C
         image_id = matcher.match(click.image) or matcher.match(click.image_alt)
         if image_id is None:
             counts.note("image_not_found", f"{click.source} ({click.image})")
+            continue
+        if image_id in skipped:
+            counts.note("clicks_on_skipped_images", click.source)
             continue
         cls = resolve_class(click.label, classes)
         if cls is None:
@@ -154,19 +172,22 @@ def validate_custom_clicks(parsed, sizes: dict[str, tuple[int, int]], classes: C
         kept[image_id].append(Click(cls, float(click.x), float(click.y), int(rank)))
         per_class[cls] += 1
     without = [image_id for image_id, found in kept.items() if not found]
+    if problems is not None:
+        for reason in UNUSABLE_CLICK_REASONS:
+            problems.note_all(f"click_{reason}", counts.places.get(reason, ()))
     section = {
         "format": parsed.format,
         "files": parsed.files,
         "images": len(sizes),
         "clicks_in_file": len(parsed.clicks) + len(parsed.malformed),
         "valid_clicks": sum(per_class.values()),
-        **{reason: counts.counts.get(reason, 0) for reason in
+        **{reason: counts.count(reason) for reason in
            ("out_of_bounds", "negative", "unknown_class", "malformed", "non_point_shape",
-            "image_not_found")},
+            "image_not_found", "clicks_on_skipped_images")},
         "images_without_clicks": len(without),
         "unknown_class_names": dict(sorted(counts.unknown_names.items())),
         "clicks_per_class": {str(k): v for k, v in sorted(per_class.items())},
-        "examples": {**counts.examples,
+        "examples": {**counts.examples(),
                      **({"images_without_clicks": without[:EXAMPLES_PER_REASON]} if without else {})},
     }
     return {image_id: tuple(found) for image_id, found in kept.items()}, section
@@ -189,14 +210,25 @@ def split_val(ids: list[str], with_mask: set[str], fraction: float) -> list[str]
 
 
 def build_custom_index(params: dict, reading: ImageReading | None = None,
-                       progress=lambda items, desc: items) -> DatasetIndex:
-    """Read the user's layout into a dataset index with its data report."""
+                       progress=lambda items, desc: items, strict: bool = False) -> DatasetIndex:
+    """Read the user's layout into a dataset index with its data report.
+
+    Images that cannot be decoded, val-list lines naming no image, masks without an image and
+    unusable clicks are left out and counted; ``strict`` makes them one error instead
+    (``bad_input``). Mask problems and an empty split always stop the build.
+    """
     start = time.perf_counter()
     classes = ClassList.from_object_classes(params.get("classes") or [])
-    images = find_images(params["images"])
+    found = find_images(params["images"])
+    problems = InputProblems()
     sizes = {}
-    for image_id, path in progress(images.items(), "reading image headers"):
-        sizes[image_id] = image_size(path)
+    for image_id, path in progress(found.items(), "decoding images"):
+        try:
+            sizes[image_id] = image_size(path, decode=True)
+        except ValueError as error:
+            problems.note("image_cannot_be_decoded", str(error))
+    images = {image_id: path for image_id, path in found.items() if image_id in sizes}
+    skipped = set(found) - set(images)
 
     masks_root = Path(params["masks"]) if params.get("masks") else None
     gt: dict[str, tuple[str, tuple[int, ...]]] = {}
@@ -206,36 +238,42 @@ def build_custom_index(params: dict, reading: ImageReading | None = None,
             raise FileNotFoundError(f"dataset.masks: {masks_root} is not a folder")
         for path in sorted(masks_root.rglob("*.png")):
             mask_id = path.relative_to(masks_root).with_suffix("").as_posix()
-            if mask_id not in images:
+            if mask_id not in found:
                 masks_without_image.append(mask_id)
+                problems.note("mask_without_image", str(path))
         for image_id in progress([i for i in images if (masks_root / f"{i}.png").is_file()],
                                  "reading masks"):
             path = masks_root / f"{image_id}.png"
             mask = read_label_png(path)
-            if mask.shape != sizes[image_id]:
-                raise ValueError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but image "
-                                 f"{images[image_id]} is {sizes[image_id][1]}x{sizes[image_id][0]} (upright)")
-            bad = np.unique(mask[(mask > classes.num_object_classes) & (mask != IGNORE_INDEX)])
-            if bad.size:
-                raise ValueError(f"{path}: mask values {bad[:5].tolist()} are not class ids "
-                                 f"0..{classes.num_object_classes} or 255 (ignore)")
+            check_mask(mask, path, sizes[image_id], images[image_id], classes.num_object_classes)
             gt[image_id] = (str(path), tuple(int(v) for v in np.unique(mask)
                                              if 0 < v < IGNORE_INDEX))
 
     ids = list(images)
+    val_listed: list[str] = []  # the val file's lines, usable or not
     if params.get("val"):
-        val = read_id_list(params["val"], images, "dataset.val", strip_image_extension)
+        missing: list[str] = []
+        known = read_id_list(params["val"], found, "dataset.val", strip_image_extension, missing)
+        problems.note_all("image_listed_but_missing", missing)
+        val_listed = known + missing
+        val = [i for i in known if i in images]
     else:
         val = split_val(ids, set(gt), float(params.get("val_fraction", 0.0)))
     val_set = set(val)
     train_aug = [i for i in ids if i not in val_set]
     if not train_aug:
-        raise ValueError("every image is in val: nothing left to train on")
+        raise BadInputError("every image is in val: nothing left to train on; list fewer ids in "
+                            "dataset.val, or lower dataset.val_fraction")
     splits = {"train": [i for i in train_aug if i in gt], "val": val, "train_aug": train_aug}
+    train_aug_set = set(train_aug)
 
-    parsed = parse_clicks(params["clicks"], params.get("clicks_format", "auto"),
-                          class_column=params.get("clicks_class_column", "label"))
-    clicks, click_section = validate_custom_clicks(parsed, sizes, classes)
+    try:
+        parsed = parse_clicks(params["clicks"], params.get("clicks_format", "auto"),
+                              class_column=params.get("clicks_class_column", "label"))
+    except ClickFileError as error:
+        raise ClickFileError(f"{error}; dataset.clicks: correct or re-export it (README 'Your "
+                             "own data' shows the layout of each clicks_format)") from None
+    clicks, click_section = validate_custom_clicks(parsed, sizes, classes, problems, skipped)
 
     records, noise = [], Counter()
     for image_id in ids:
@@ -243,6 +281,8 @@ def build_custom_index(params: dict, reading: ImageReading | None = None,
         valid = clicks[image_id]
         if gt_png is not None and valid:
             count_click_noise(noise, read_label_png(gt_png), valid)
+        if image_id in train_aug_set and not valid:
+            problems.note("training_image_without_click", str(images[image_id]))
         height, width = sizes[image_id]
         records.append(ImageRecord(
             id=image_id, image=str(images[image_id]), height=height, width=width,
@@ -250,6 +290,10 @@ def build_custom_index(params: dict, reading: ImageReading | None = None,
             classes=tuple(sorted({c.cls for c in valid})), gt_classes=gt_classes, clicks=valid,
             gt_png=gt_png, gt_mat=None))
 
+    problems.refuse_if_strict(strict)
+    require_nonempty_splits({"val": val_listed}, {"val": val}, problems)
+    require_training_images(len(train_aug), sum(1 for r in records if r.classes and "train_aug" in r.splits),
+                            problems)
     index = DatasetIndex(records, splits, dataset="custom", classes=classes, image_reading=reading)
     index.report = data_report(
         index, click_section, dict(noise), seconds=time.perf_counter() - start,
@@ -257,5 +301,5 @@ def build_custom_index(params: dict, reading: ImageReading | None = None,
                  "clicks": str(params["clicks"])},
         masks={"images_with_mask": len(gt), "masks_without_image": len(masks_without_image),
                "masks_without_image_examples": masks_without_image[:EXAMPLES_PER_REASON]},
-        split_note="val images are never in train_aug")
+        split_note="val images are never in train_aug", skipped=problems.section(strict))
     return index

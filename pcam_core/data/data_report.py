@@ -11,6 +11,7 @@ import numpy as np
 
 from pcam_core.common.class_list import IGNORE_INDEX, ClassList
 from pcam_core.common.dataset_index import DatasetIndex
+from pcam_core.data.bad_input import KINDS
 
 
 def count_click_noise(noise: Counter, mask: np.ndarray, clicks) -> None:
@@ -27,11 +28,12 @@ def count_click_noise(noise: Counter, mask: np.ndarray, clicks) -> None:
 def data_report(index: DatasetIndex, clicks: dict, noise: dict, seconds: float, sources: dict,
                 masks: dict | None = None,
                 split_note: str = "VOC val ids are never in train_aug",
-                image_labels: dict | None = None) -> dict:
+                image_labels: dict | None = None, skipped: dict | None = None) -> dict:
     """Counts a user needs to trust the data: splits, quirks, points per image, noise.
 
     ``masks`` holds the mask counts of the layout (VOC: VOC PNGs and SBD-only masks);
-    ``image_labels`` (VOC layout) the ``ImageLabelCounts`` of where ``classes`` came from.
+    ``image_labels`` (VOC layout) the ``ImageLabelCounts`` of where ``classes`` came from;
+    ``skipped`` the ``bad_input.InputProblems`` section (what strict: false left out).
     """
     train_aug = index.split("train_aug")
     per_image = np.array([len(r.clicks) for r in train_aug]) if train_aug else np.zeros(0)
@@ -68,6 +70,7 @@ def data_report(index: DatasetIndex, clicks: dict, noise: dict, seconds: float, 
         "images_whose_click_classes_differ_from_gt_classes": disagree,
         **masks,
         **({"image_labels": image_labels} if image_labels is not None else {}),
+        **({"skipped": skipped} if skipped is not None else {}),
         "build_seconds": round(seconds, 2),
     }
 
@@ -82,6 +85,7 @@ CLICK_COUNT_ROWS = (
     ("malformed", "malformed entry"),
     ("non_point_shape", "non-point shape (ignored)"),
     ("image_not_found", "click for an image not in the dataset"),
+    ("clicks_on_skipped_images", "click for a skipped image (see Skipped input)"),
     ("empty_ids", "empty ids"),
     ("missing_ids", "missing ids"),
     ("ids_not_in_dataset", "ids not in dataset"),
@@ -125,9 +129,28 @@ def report_markdown(report: dict, classes: ClassList) -> str:
         lines += ["", "Examples of images with each quirk:", ""]
         lines += [f"- {quirk.replace('_', ' ')}: {', '.join(ids)}" for quirk, ids in clicks["examples"].items()]
     lines += image_label_markdown(report.get("image_labels"))
+    lines += skipped_markdown(report.get("skipped"))
     sources = ", ".join(f"{k} {v}" for k, v in report["sources"].items() if v)
     lines += ["", f"Built in {report['build_seconds']} s from {sources}."]
     return "\n".join(lines) + "\n"
+
+
+def skipped_markdown(skipped: dict | None) -> list[str]:
+    """The report's "Skipped input" section: each kind of bad input left out, with examples."""
+    if not skipped:
+        return []
+    counts = {kind: count for kind, count in skipped["counts"].items() if count}
+    lines = ["", "## Skipped input", ""]
+    if not counts:
+        return lines + [f"Nothing was skipped (strict: {str(skipped['strict']).lower()})."]
+    lines += ["strict: false left these out of the index and counted them (strict: true stops "
+              "the build on them instead, listing each one):", "",
+              "| problem | count | examples | fix |", "|---|---:|---|---|"]
+    for kind, count in counts.items():
+        what, fix = KINDS.get(kind, (kind, ""))
+        examples = "; ".join(f"`{e}`" for e in skipped["examples"].get(kind, [])[:3])
+        lines.append(f"| {what} | {count:,} | {examples} | {fix} |")
+    return lines
 
 
 def image_label_markdown(labels: dict | None) -> list[str]:

@@ -3,8 +3,10 @@
 * A cut download resumes from ``<out>.part`` with an HTTP Range request; a server that
   ignores Range (answers 200) makes us start again rather than append garbage.
 * Size and checksum are verified BEFORE the file takes its final name; a mismatch raises an
-  error naming the file and both checksums, and the partial is kept only when it may still
-  be completed (shorter than expected) — a wrong complete file is set aside as ``.bad``.
+  error naming the file, both checksums and what to do, and the partial is kept only when it
+  may still be completed (shorter than expected) — a wrong complete file is set aside as
+  ``.bad`` (so the next run downloads it afresh).
+* A full disk is not retried: the error names the partial file (kept, so the next run resumes).
 * Only a verified archive is extracted, into a temp folder beside the target that is renamed
   into place at the end, so an interrupted extraction never looks finished.
 * The click archive has no published checksum: ``--record-md5`` stores the MD5 of the first
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from pcam_core.common.progress import progress_bar
 
-from pcam_core.common.atomic_output import atomic_directory, write_text
+from pcam_core.common.atomic_output import atomic_directory, disk_full_error, is_disk_full, write_text
 
 CHUNK = 1 << 20
 TRANSIENT_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, OSError)
@@ -71,19 +73,26 @@ def _fetch_into(url: str, part: Path, timeout: float) -> None:
             raise ConnectionError(f"connection closed after {received:,} of {int(length):,} bytes")
 
 
-def verify(path: Path, size: int | None, md5: str | None, sha256_prefix: str | None) -> None:
-    """Raise ChecksumError naming the file and both values when a check fails."""
+def mismatch(path: Path, size: int | None, md5: str | None, sha256_prefix: str | None) -> str | None:
+    """What is wrong with the file's size or checksum (both values), or None when it is right."""
     if size is not None and path.stat().st_size != size:
-        raise ChecksumError(f"{path}: size {path.stat().st_size:,} bytes, expected {size:,}")
+        return f"size {path.stat().st_size:,} bytes, expected {size:,}"
     if md5 is not None:
         actual = file_digest(path, "md5")
         if actual != md5.lower():
-            raise ChecksumError(f"{path}: MD5 mismatch: got {actual}, expected {md5.lower()}")
+            return f"MD5 mismatch: got {actual}, expected {md5.lower()}"
     if sha256_prefix is not None:
         actual = file_digest(path, "sha256")
         if not actual.startswith(sha256_prefix.lower()):
-            raise ChecksumError(f"{path}: SHA-256 mismatch: got {actual}, expected a value "
-                                f"starting with {sha256_prefix.lower()}")
+            return f"SHA-256 mismatch: got {actual}, expected a value starting with {sha256_prefix.lower()}"
+    return None
+
+
+def verify(path: Path, size: int | None, md5: str | None, sha256_prefix: str | None) -> None:
+    """Raise ChecksumError naming the file and both values when a check fails."""
+    problem = mismatch(path, size, md5, sha256_prefix)
+    if problem:
+        raise ChecksumError(f"{path}: {problem}")
 
 
 def download(url: str, out: str | Path, *, size: int | None = None, md5: str | None = None,
@@ -96,7 +105,10 @@ def download(url: str, out: str | Path, *, size: int | None = None, md5: str | N
     if md5 is None and record is not None and record.exists():
         md5 = record.read_text().split()[0]
     if out.exists():
-        verify(out, size, md5, sha256_prefix)  # an existing final file must still be right
+        problem = mismatch(out, size, md5, sha256_prefix)  # an existing final file must still be right
+        if problem:
+            raise ChecksumError(f"{out}: {problem}; delete it to download it again"
+                                + _recorded_hint(record))
         _record(record, out)
         return out
     part = out.with_name(out.name + ".part")
@@ -105,6 +117,9 @@ def download(url: str, out: str | Path, *, size: int | None = None, md5: str | N
             _fetch_into(url, part, timeout)
             break
         except TRANSIENT_ERRORS as error:
+            if is_disk_full(error):  # retrying cannot help
+                raise disk_full_error(part, error, "the partial download is kept and the "
+                                      "next run resumes it") from error
             if isinstance(error, urllib.error.HTTPError) and not _retryable(error.code):
                 raise ConnectionError(f"{url}: HTTP {error.code} {error.reason}; not retried "
                                       "(check the URL)") from error
@@ -116,15 +131,23 @@ def download(url: str, out: str | Path, *, size: int | None = None, md5: str | N
     if size is not None and part.stat().st_size < size:
         raise ChecksumError(f"{part}: incomplete ({part.stat().st_size:,} of {size:,} bytes); "
                             "kept for resuming, not extracted")
-    try:
-        verify(part, size, md5, sha256_prefix)
-    except ChecksumError:
+    problem = mismatch(part, size, md5, sha256_prefix)
+    if problem:
         bad = part.with_name(out.name + ".bad")
         os.replace(part, bad)
-        raise
+        raise ChecksumError(f"{bad}: {problem}. Set aside under that name (not {out}), so the next "
+                            f"run downloads it again; if that fails the same way, the file at {url} "
+                            "is not the expected one: check the URL" + _recorded_hint(record))
     os.replace(part, out)
     _record(record, out)
     return out
+
+
+def _recorded_hint(record: Path | None) -> str:
+    """How to accept a changed file whose expected MD5 was only recorded, not published."""
+    if record is None or not record.exists():
+        return ""
+    return f" (the expected MD5 was recorded at the first download: delete {record} to accept a new file)"
 
 
 def _retryable(code: int) -> bool:

@@ -4,7 +4,9 @@ The same code reads the generated demo and the real PASCAL VOC 2012 + SBD + "Wha
 point" data: the demo is written in the real formats precisely so that this path is tested.
 Nothing is dropped silently: every click quirk, every image without a valid click (left out
 of training unless its XML labels it) and every click that lands on another class's or a
-void pixel is counted in the report.
+void pixel is counted in the report. Images listed but missing or that cannot be decoded
+(each is decoded once here, so no later stage meets a truncated file) are left out and
+counted, or with ``--strict`` an error (``bad_input``); the counts end the stage log.
 
 Image-level labels (``ImageRecord.classes``) are the classes of VOC's ``Annotations/<id>.xml``
 when that folder exists (every object, difficult and truncated included: IRN's
@@ -16,6 +18,7 @@ the report's ``image_labels`` section counts both.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,9 +32,12 @@ from pcam_core.common.class_list import IGNORE_INDEX
 from pcam_core.common.dataset_index import DatasetIndex, ImageRecord
 from pcam_core.common.image_io import image_size
 from pcam_core.common.label_png import read_label_png
+from pcam_core.data.bad_input import (InputProblems, check_mask, require_nonempty_splits,
+                                     require_training_images, skipped_summary)
 from pcam_core.data.data_report import count_click_noise, data_report, report_markdown
-from pcam_core.data.voc_reader import (load_click_json, read_annotation_folder, read_sbd_mask,
-                                  read_split_list, train_aug_ids, validate_clicks, voc_class_list)
+from pcam_core.data.voc_reader import (NUM_OBJECT_CLASSES, load_click_json, read_annotation_folder,
+                                       read_sbd_mask, read_split_list, train_aug_ids,
+                                       validate_clicks, voc_class_list)
 
 DATASETS = ("demo", "voc2012", "custom")
 IMAGE_LABEL_EXAMPLES = 10  # images with disagreeing XML and click classes quoted in the report
@@ -73,8 +79,13 @@ class ImageLabelCounts:
 
 
 def build_index(name: str, voc_root: str | Path, sbd_root: str | Path,
-                points: str | Path) -> DatasetIndex:
-    """Read the three sources and return the index (with its report attached)."""
+                points: str | Path, strict: bool = False) -> DatasetIndex:
+    """Read the three sources and return the index (with its report attached).
+
+    An image listed in a split but missing, or that cannot be decoded, is left out of every
+    split and counted, as is every unusable click; ``strict`` makes them one error instead
+    (``bad_input``).
+    """
     start = time.perf_counter()
     voc_root, sbd_root = Path(voc_root), Path(sbd_root)
     lists = voc_root / "ImageSets" / "Segmentation"
@@ -83,21 +94,27 @@ def build_index(name: str, voc_root: str | Path, sbd_root: str | Path,
     sbd_train = read_split_list(sbd_root / "train.txt")
     sbd_val = read_split_list(sbd_root / "val.txt")
     train_aug = train_aug_ids(voc_train, sbd_train, sbd_val, voc_val)
-    splits = {"train": voc_train, "val": voc_val, "train_aug": train_aug}
+    listed = {"train": voc_train, "val": voc_val, "train_aug": train_aug}
     membership: dict[str, list[str]] = {}
-    for split_name, ids in splits.items():
+    for split_name, ids in listed.items():
         for image_id in ids:
             membership.setdefault(image_id, []).append(split_name)
 
+    problems = InputProblems()
     paths, sizes, masks_info = {}, {}, {}
     for image_id in progress_iter(membership, "reading images and masks"):
         candidates = [voc_root / "JPEGImages" / f"{image_id}.jpg", sbd_root / "img" / f"{image_id}.jpg"]
         image_path = next((p for p in candidates if p.is_file()), None)
         if image_path is None:
-            raise FileNotFoundError(f"image {image_id!r} not found: looked for "
-                                    f"{candidates[0]} and {candidates[1]}")
+            problems.note("image_listed_but_missing", f"{image_id} (in {', '.join(membership[image_id])}): "
+                          f"neither {candidates[0]} nor {candidates[1]} exists")
+            continue
+        try:
+            sizes[image_id] = image_size(image_path, decode=True)
+        except ValueError as error:
+            problems.note("image_cannot_be_decoded", str(error))
+            continue
         paths[image_id] = image_path
-        sizes[image_id] = image_size(image_path)
         gt_png = voc_root / "SegmentationClass" / f"{image_id}.png"
         gt_mat = sbd_root / "cls" / f"{image_id}.mat"
         mask = None
@@ -105,16 +122,19 @@ def build_index(name: str, voc_root: str | Path, sbd_root: str | Path,
             mask = read_label_png(gt_png)
         elif gt_mat.is_file():
             mask = read_sbd_mask(gt_mat)
-        if mask is not None and mask.shape != sizes[image_id]:
-            raise ValueError(f"{gt_png if gt_png.is_file() else gt_mat}: mask size {mask.shape} "
-                             f"differs from image size {sizes[image_id]} of {image_path}")
+        if mask is not None:
+            check_mask(mask, gt_png if gt_png.is_file() else gt_mat, sizes[image_id], image_path,
+                       NUM_OBJECT_CLASSES)
         masks_info[image_id] = (gt_png if gt_png.is_file() else None,
                                 gt_mat if gt_mat.is_file() else None, mask)
+    splits = {split_name: [i for i in ids if i in sizes] for split_name, ids in listed.items()}
+    skipped = set(membership) - set(sizes)
 
-    clicks, click_report = validate_clicks(load_click_json(points), sizes)
+    clicks, click_report = validate_clicks(load_click_json(points), sizes, problems, skipped,
+                                           click_file=Path(points).name)
     annotations = voc_root / "Annotations"
     if annotations.is_dir():
-        xml_classes = read_annotation_folder(annotations, membership)
+        xml_classes = read_annotation_folder(annotations, sizes)
         labels = ImageLabelCounts("xml", note=f"classes of {annotations}/<id>.xml (every object, "
                                   "difficult and truncated included); images without one keep "
                                   "their click classes")
@@ -122,10 +142,10 @@ def build_index(name: str, voc_root: str | Path, sbd_root: str | Path,
         xml_classes = None
         labels = ImageLabelCounts("clicks", note=f"no {annotations} folder: the image-level labels "
                                   "are the classes of the valid clicks",
-                                  images_without_xml=len(membership))
+                                  images_without_xml=len(sizes))
 
     records, noise = [], Counter()
-    for image_id, split_names in membership.items():
+    for image_id in sizes:
         gt_png, gt_mat, mask = masks_info[image_id]
         valid = clicks.get(image_id, ())
         classes = tuple(sorted({c.cls for c in valid}))
@@ -136,20 +156,26 @@ def build_index(name: str, voc_root: str | Path, sbd_root: str | Path,
                 labels.images_without_xml += 1
         if mask is not None:
             count_click_noise(noise, mask, valid)
+        if "train_aug" in membership[image_id] and not classes:
+            problems.note("training_image_without_click", f"{image_id} ({paths[image_id]})")
         height, width = sizes[image_id]
         records.append(ImageRecord(
             id=image_id, image=str(paths[image_id]), height=height, width=width,
-            splits=tuple(split_names), classes=classes,
+            splits=tuple(membership[image_id]), classes=classes,
             gt_classes=classes_of(mask) if mask is not None else (), clicks=valid,
             gt_png=str(gt_png) if gt_png else None, gt_mat=str(gt_mat) if gt_mat else None,
         ))
 
+    problems.refuse_if_strict(strict)
+    require_nonempty_splits(listed, splits, problems)
+    require_training_images(len(splits["train_aug"]), sum(1 for r in records if r.classes
+                                                          and "train_aug" in r.splits), problems)
     index = DatasetIndex(records, splits, dataset=name, classes=voc_class_list())
     index.report = data_report(index, click_report.as_dict(), dict(noise),
                                seconds=time.perf_counter() - start,
                                sources={"voc_root": str(voc_root), "sbd_root": str(sbd_root),
                                         "points": str(points)},
-                               image_labels=labels.as_dict())
+                               image_labels=labels.as_dict(), skipped=problems.section(strict))
     return index
 
 
@@ -168,6 +194,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--image-reading", type=json_object, default={},
                         help="the config's dataset.image_reading section as JSON (how 16-bit and "
                              "transparent images become 8-bit RGB)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop with one error listing every skippable problem (undecodable or "
+                             "missing images, unusable clicks, training images without a click) "
+                             "instead of skipping and counting them (the config's strict)")
     parser.add_argument("--out", required=True, help="index.json to write")
     parser.add_argument("--report-json", required=True, help="data report (JSON)")
     parser.add_argument("--report-md", required=True, help="data report (Markdown)")
@@ -180,17 +210,18 @@ def main(args) -> int:
     if args.name == "custom":
         from pcam_core.data.custom_dataset import build_custom_index
 
-        index = build_custom_index(args.params, reading, progress=progress_iter)
+        index = build_custom_index(args.params, reading, progress=progress_iter, strict=args.strict)
     else:
         missing = [flag for flag, value in (("--voc-root", args.voc_root), ("--sbd-root", args.sbd_root),
                                             ("--points", args.points)) if not value]
         if missing:
             raise SystemExit(f"pcam build-index --name {args.name} needs {', '.join(missing)}")
-        index = build_index(args.name, args.voc_root, args.sbd_root, args.points)
+        index = build_index(args.name, args.voc_root, args.sbd_root, args.points, strict=args.strict)
         index.image_reading = reading
     index.save(args.out)
     write_text(args.report_json, json.dumps(index.report, indent=1) + "\n")
     markdown = report_markdown(index.report, index.classes)
     write_text(args.report_md, markdown)
     print(markdown)
+    print(skipped_summary(index.report.get("skipped")), file=sys.stderr)
     return 0

@@ -117,9 +117,11 @@ def load_click_json(path: str | Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+        raise ValueError(f"{path}: not valid JSON ({error}); dataset.points: correct the file, "
+                         "or leave the key empty to download it again") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object mapping image ids to click lists")
+        raise ValueError(f"{path}: expected a JSON object mapping image ids to click lists "
+                         "(the 'What's the point' layout)")
     return data
 
 
@@ -137,6 +139,7 @@ class ClickReport:
     empty_ids: int = 0  # id present with an empty list
     missing_ids: int = 0  # dataset image absent from the file
     ids_not_in_dataset: int = 0  # file id the dataset does not have
+    clicks_on_skipped_images: int = 0  # entries of images the index skipped (bad_input)
     clicks_per_class: Counter = field(default_factory=Counter)
     examples: dict = field(default_factory=dict)  # quirk -> a few image ids
 
@@ -161,17 +164,31 @@ def _number(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def validate_clicks(raw: dict, sizes: dict[str, tuple[int, int]]) -> tuple[dict[str, tuple[Click, ...]], ClickReport]:
+def validate_clicks(raw: dict, sizes: dict[str, tuple[int, int]], problems=None,
+                    skipped=frozenset(), click_file: str = "clicks"
+                    ) -> tuple[dict[str, tuple[Click, ...]], ClickReport]:
     """Keep the valid clicks of each dataset image and count every quirk.
 
     ``sizes`` maps each dataset image id to (height, width). Returns id -> valid clicks (an
-    empty tuple for ids with none) and the report.
+    empty tuple for ids with none) and the report. ``problems`` (a ``bad_input.InputProblems``)
+    also gets every unusable click by place (``<click_file>:id[k]``), for ``strict``; the
+    clicks of the ``skipped`` ids (images the index left out) are counted as such, not as
+    unknown ids.
     """
     report = ClickReport(images=len(sizes))
     clicks: dict[str, tuple[Click, ...]] = {}
-    for image_id in raw:
-        if image_id not in sizes:
-            report.note("ids_not_in_dataset", image_id)
+
+    def unusable(quirk: str, image_id: str, k: int | None = None) -> None:
+        report.note(quirk, image_id)
+        if problems is not None:
+            kind = "click_image_not_found" if quirk == "ids_not_in_dataset" else f"click_{quirk}"
+            problems.note(kind, f"{click_file}:{image_id}" + ("" if k is None else f"[{k}]"))
+
+    for image_id, entries in raw.items():
+        if image_id in skipped:
+            report.clicks_on_skipped_images += len(entries) if isinstance(entries, list) else 1
+        elif image_id not in sizes:
+            unusable("ids_not_in_dataset", image_id)
     for image_id, (height, width) in sizes.items():
         entries = raw.get(image_id)
         if entries is None:
@@ -179,31 +196,31 @@ def validate_clicks(raw: dict, sizes: dict[str, tuple[int, int]]) -> tuple[dict[
             clicks[image_id] = ()
             continue
         if not isinstance(entries, list):
-            report.note("malformed", image_id)
+            unusable("malformed", image_id)
             clicks[image_id] = ()
             continue
         if not entries:
             report.note("empty_ids", image_id)
         kept = []
-        for entry in entries:
+        for k, entry in enumerate(entries):
             report.clicks_in_file += 1
             if not isinstance(entry, dict):
-                report.note("malformed", image_id)
+                unusable("malformed", image_id, k)
                 continue
             cls, x, y = _number(entry.get("cls")), _number(entry.get("x")), _number(entry.get("y"))
             rank = _number(entry.get("rank", 1))
             if (cls is None or x is None or y is None or rank is None or cls != int(cls)
                     or rank != int(rank)):
-                report.note("malformed", image_id)
+                unusable("malformed", image_id, k)
                 continue
             if not 1 <= cls <= NUM_OBJECT_CLASSES:
-                report.note("unknown_class", image_id)
+                unusable("unknown_class", image_id, k)
                 continue
             if x < 0 or y < 0:
-                report.note("negative", image_id)
+                unusable("negative", image_id, k)
                 continue
             if x >= width or y >= height:
-                report.note("out_of_bounds", image_id)
+                unusable("out_of_bounds", image_id, k)
                 continue
             kept.append(Click(int(cls), x, y, int(rank)))
             report.valid_clicks += 1

@@ -241,15 +241,12 @@ def train_deeplab(index: DatasetIndex, label_dirs: Sequence[str | Path], params:
                                 nesterov=bool(params["nesterov"]) and params["momentum"] > 0,
                                 weight_decay=params["weight_decay"])
 
-    checkpointer = tl.Checkpointer(out, params["checkpoint_every"], command="train-deeplab")
+    checkpointer = tl.Checkpointer(out, params["checkpoint_every"], command="train-deeplab",
+                                   hint="Lower deeplab.lr, or check the pseudo labels (rule pseudo_labels).")
     log = tl.TrainingLog(log_jsonl)
     start = 0
     fingerprint = resume_fingerprint(params, pairs, use_weights, index.classes.names)
-    state = checkpointer.load(map_location="cpu")
-    if state is not None and state.get("fingerprint") != fingerprint:
-        print(f"train-deeplab: ignoring {checkpointer.side_file} (written with other settings, "
-              "weights or labels); starting over")
-        state = None
+    state = checkpointer.load(map_location="cpu", fingerprint=fingerprint)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -284,12 +281,13 @@ def train_deeplab(index: DatasetIndex, label_dirs: Sequence[str | Path], params:
         with tl.autocast_for(dev):
             logits = model(images)
         # fp32 loss: log-softmax over the classes in bf16 loses precision for confident pixels.
-        loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"train-deeplab: loss is {loss.item()} at step {step}; "
-                                     "lower deeplab.lr")
+        if bool((labels != IGNORE_INDEX).any()):
+            loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+        else:  # crops without a labelled pixel (sparse labels such as point blots): the mean
+            loss = logits.float().sum() * 0.0  # over no pixel is NaN, and there is nothing to learn
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        checkpointer.check_loss(step + 1, loss)
         optimizer.step()
         step += 1
 
@@ -316,8 +314,11 @@ def train_deeplab(index: DatasetIndex, label_dirs: Sequence[str | Path], params:
     report = {"iterations": total, "resumed_from": start, "images": len(pairs),
               "missing_labels": len(missing), "missing_label_ids": missing[:20],
               "seconds": round(seconds, 1), "device": str(dev)}
+    # The weight file holds what describes the model; how this run went (its seconds, the step
+    # it resumed from) goes to the log, so a resumed run writes the same file as a straight one.
+    described = {k: v for k, v in report.items() if k not in ("resumed_from", "seconds")}
     checkpointer.finish(checkpoint_payload(model, index.classes, index.image_reading,
-                                           params=params, training=report))
+                                           params=params, training=described))
     log.write({"event": "done", **{k: v for k, v in report.items() if k != "missing_label_ids"}})
     return report
 

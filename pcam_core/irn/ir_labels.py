@@ -159,14 +159,15 @@ def mine_shard(index_path: str | Path, shard_path: str | Path, cam_path: str | P
                params: dict, out_dir: str | Path, threads: int = 1) -> dict[str, int]:
     """Write ``out_dir/<id>.png`` for the shard's train_aug images; the directory is atomic."""
     from pcam_core.common.atomic_output import atomic_directory
-    from pcam_core.cam.store import CamStore
+    from pcam_core.cam.store import CamStore, exported_ids
     from pcam_core.common.dataset_index import DatasetIndex, read_shard_ids
     from pcam_core.common.progress import progress_bar
 
     index = DatasetIndex.load(index_path)
     train_aug = set(index.splits.get("train_aug", []))
-    ids = [i for i in read_shard_ids(shard_path) if i in train_aug]
-    with CamStore(cam_path) as store:
+    shard = read_shard_ids(shard_path)
+    ids = [i for i in shard if i in train_aug]
+    with CamStore(cam_path, shard_ids=shard, required_ids=exported_ids(index, shard)) as store:
         in_store = [i for i in ids if i in store]
     counts = {"shard_train_aug": len(ids), "written": 0, "not_in_store": len(ids) - len(in_store),
               "no_classes": 0}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pcam_core.cam.store import exported_ids
 from pcam_core.common.atomic_output import atomic_directory
 from pcam_core.common.dataset_index import DatasetIndex, read_shard_ids
 from pcam_core.common.label_png import write_label_png
@@ -53,7 +54,8 @@ def write_pseudo_labels(index_path: str | Path, shard_path: str | Path, walk_pat
     ids = read_shard_ids(shard_path)
     palette = index.classes.palette()  # pseudo labels open in the dataset's own colours
     counts = {"shard": len(ids), "written": 0, "from_walk": 0, "known_empty": 0, "skipped": 0}
-    with WalkStore(walk_path) as store, atomic_directory(out_dir) as tmp:
+    with WalkStore(walk_path, shard_ids=ids, required_ids=exported_ids(index, ids)) as store, \
+            atomic_directory(out_dir) as tmp:
         bar = progress_bar(len(ids), 0, "pseudo labels")
         for image_id in ids:
             record = index[image_id]

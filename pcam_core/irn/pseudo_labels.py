@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from pcam_core.irn import random_walk
-from pcam_core.cam.store import CamStore
+from pcam_core.cam.store import CamStore, exported_ids
 from pcam_core.common.dataset_index import DatasetIndex, read_shard_ids
 from pcam_core.irn.net import IRNetBoundary, infer_boundary, load_irnet
 from pcam_core.common.progress import progress_bar
@@ -124,7 +124,8 @@ def random_walk_shard(index_path: str | Path, shard_path: str | Path, cam_path: 
     ids = read_shard_ids(shard_path)
     model = load_irnet(irn_path, device)
     counts = {"shard": len(ids), "stored": 0, "not_in_store": 0, "no_classes": 0}
-    with CamStore(cam_path) as store, WalkStoreWriter(out, walk_params) as walks, \
+    with CamStore(cam_path, shard_ids=ids, required_ids=exported_ids(index, ids)) as store, \
+            WalkStoreWriter(out, walk_params) as walks, \
             ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
         # The export skips images without any class: known-empty tiles get their background
         # label from ``pcam pseudo-labels``, the others no label at all. Nothing to walk.

@@ -31,7 +31,7 @@ from pcam_core.irn.net import IRNetBoundary, save_irnet
 from pcam_core.common.progress import progress_bar
 from pcam_core.common.training_loop import (Checkpointer, TrainingLog, apply_poly_lr, pick_device,
                                      restore_rng_state, rng_state,
-                                     seed_everything, set_cpu_threads)
+                                     seed_everything, set_cpu_threads, worker_seed_fn)
 from pcam_core.common.class_list import IGNORE_INDEX
 from pcam_core.common.label_png import find_label_files, read_label_png
 
@@ -185,14 +185,11 @@ def train_irn(index_path: str | Path, label_dirs: list[str | Path], params: dict
     optimizer = torch.optim.SGD(model.edge_parameters(), lr=float(params["lr"]),
                                 momentum=float(params["momentum"]),
                                 weight_decay=float(params["weight_decay"]))
-    checkpointer = Checkpointer(out, params["checkpoint_every"], command="train-irn")
+    checkpointer = Checkpointer(out, params["checkpoint_every"], command="train-irn",
+                                hint="Lower irn.lr, or check the IR labels (rule mine_ir_labels).")
     fingerprint = _fingerprint(params, [r.id for r in records])
     step = 0
-    state = checkpointer.load()
-    if state is not None and state.get("fingerprint") != fingerprint:
-        print(f"train-irn: ignoring {checkpointer.side_file} (written with other settings or images)",
-              file=sys.stderr)
-        state = None
+    state = checkpointer.load(fingerprint=fingerprint)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -213,8 +210,10 @@ def train_irn(index_path: str | Path, label_dirs: list[str | Path], params: dict
     workers = int(params["num_workers"])
     if threads > 0:
         workers = min(workers, int(threads))  # the job's CPU allowance covers the workers too
+    # worker_seed_fn: workers ignore SIGTERM, so a signalled job checkpoints instead of failing
+    # on its next batch (augmentation seeds come from the batches, not the worker).
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda", worker_init_fn=worker_seed_fn)
     log = TrainingLog(log_jsonl)
     bar = progress_bar(total_steps, step, "train IRNet")
     model.train()
@@ -226,10 +225,9 @@ def train_irn(index_path: str | Path, label_dirs: list[str | Path], params: dict
         aff = pidx.affinity_from_boundary(boundary, path_index)
         loss, terms = affinity_loss(aff, *(batch[k].to(device, non_blocking=True)
                                            for k in ("bg_pos", "fg_pos", "neg")))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"IRNet loss is {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        checkpointer.check_loss(step + 1, loss, terms)
         optimizer.step()
         step += 1
         rate = log.images_per_second(image.shape[0])

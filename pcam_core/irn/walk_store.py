@@ -19,6 +19,9 @@ background plane, so labels read back would differ from those computed straight 
 walk. It is float32 in memory too, so ``WalkRecord.labels`` gives today's labels bit for bit.
 The boundary is only looked at, so float16 suffices. gzip+shuffle, chunked per map plane,
 compact object headers (``libver="latest"``), as in ``cam_store``.
+
+A walk store holds the images of its shard's CAM store (``cam.store.exported_ids``); readers
+check each file on open (``shard_store``) and, given the shard's ids, its images.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import numpy as np
 
 from pcam_core.common.shard_store import ShardStore, ShardStoreWriter
 
-STORE_FORMAT = "pcam-walk-store/1"
+# /2: the writer records its image count, which readers check.
+STORE_FORMAT = "pcam-walk-store/2"
 
 
 @dataclass
@@ -105,6 +109,19 @@ class WalkStore(ShardStore[WalkRecord]):
 
     FORMAT = STORE_FORMAT
     WHAT = "walk store"
+    RULE = "random_walk"
+
+    DATASETS = {"keys": (1, "iu"), "propagated": (3, "f"), "boundary": (2, "f")}
+    ATTRS = ("height", "width")
+
+    def _shape_problem(self, shapes, attrs) -> str | None:
+        (k,), (kp, h, w), grid = shapes["keys"], shapes["propagated"], shapes["boundary"]
+        if k != kp or grid != (h, w):
+            return (f"shapes keys ({k},), propagated ({kp}, {h}, {w}), boundary {grid} do not match "
+                    f"(K maps each, one grid)")
+        if not (0 < attrs["height"] <= 4 * h and 0 < attrs["width"] <= 4 * w):
+            return f"a {h}x{w} stride-4 grid cannot cover its {attrs['height']}x{attrs['width']} image"
+        return None
 
     def _record(self, group) -> WalkRecord:
         return WalkRecord(keys=group["keys"][()],

@@ -106,7 +106,9 @@ rule download_weights:
         " --sha256-prefix {params.sha256_prefix} > {log} 2>&1"
 
 
-# The dataset index (the contract every later stage reads) and the data report.
+# The dataset index (the contract every later stage reads) and the data report. Bad input
+# it can leave out is skipped and counted, or with config strict: true an error (bad_input.py);
+# the counts end the log.
 # ----------------------------------------------------------------------------------
 rule build_index:
     input:
@@ -125,13 +127,14 @@ rule build_index:
         name=DATASET,
         sources=build_index_args(),
         reading=json.dumps(config["dataset"]["image_reading"], sort_keys=True),
+        strict="--strict" if config["strict"] else "",
         files=source_fingerprint(),
         code=code_fingerprint("build-index"),
     message:
         "--- Building the dataset index ({params.name})."
     shell:
         "pcam build-index --name {params.name} {params.sources}"
-        " --image-reading {params.reading:q}"
+        " --image-reading {params.reading:q} {params.strict}"
         " --out {output.index} --report-json {output.report_json}"
         " --report-md {output.report_md} > {log} 2>&1"
 
