@@ -2,6 +2,9 @@
 #
 #   clicks -> point-supervised CAMs -> IRNet boundaries -> random-walk pseudo labels
 #          -> DeepLabv3+ trained on them -> mIoU summary (the paper's Tables 1-4) and report
+# and, scored beside it, two related point-supervised methods that need nothing outside:
+#   clicks -> DeepLabv3+ with the "What's the point" losses            (variant wtp)
+#   clicks -> PMP point blots -> DeepLabv3+ trained on the blots        (variant pmp_blot)
 #
 # HTML report after a run: snakemake --report report.html
 #
@@ -28,6 +31,8 @@ include: "workflow/rules/cam.smk"
 include: "workflow/rules/calibration.smk"
 include: "workflow/rules/irn.smk"
 include: "workflow/rules/deeplab.smk"
+include: "workflow/rules/wtp.smk"
+include: "workflow/rules/pmp.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/report.smk"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- demo-results:begin -->", "<!-- demo-results:end -->"
-VARIANT_NAMES = {"cam": "cam", "pcam": "pcam", "pcam_full": "pcam_full"}
+VARIANT_NAMES = {"cam": "cam", "pcam": "pcam", "pcam_full": "pcam_full", "wtp": "wtp", "pmp_blot": "pmp_blot †"}
 
 
 def percent(value) -> str:
@@ -61,6 +61,16 @@ def results_block(workdir: Path) -> str:
                      f"{percent(cam.get('val'))} | {percent(refined.get('train'))} / "
                      f"{percent(refined.get('val'))} | {percent(scores.get('final', {}).get('val'))} | "
                      f"{percent(scores.get('final_true_classes', {}).get('val'))} |")
+    notes = []
+    if "wtp" in summary["miou"]:
+        notes.append("wtp trains DeepLab on the clicks directly: it has no CAM or refined-label stage.")
+    if "pmp_blot" in summary["miou"]:
+        coverage = summary.get("blot_coverage", {})
+        covered = " / ".join(percent(coverage.get(split)) for split in ("train", "val"))
+        notes.append(f"† pmp_blot's Table 2 is its point blots, scored on the pixels they label only "
+                     f"(they label {covered} % of the train / val pixels; the rest is ignored in training).")
+    if notes:
+        lines += ["", *notes]
     checks = summary.get("checks", [])
     failed = [c["check"] for c in checks if str(c.get("status")).lower() == "fail"]
     gates = [g for per_variant in summary.get("quality_gates", {}).values() for g in per_variant]

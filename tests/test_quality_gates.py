@@ -64,3 +64,63 @@ def test_like_for_like_gate():
     assert gate["value"] == -0.02 and gate["status"] == "pass"
     gate = like_for_like_gate({"miou": 0.60}, {"miou": 0.50}, {"miou": 0.55})
     assert gate["status"] == "warn" and "deeplab" in gate["advice"]
+
+
+def test_blot_gates_read_the_blot_scores():
+    from pcam_core.evaluation.quality_gates import BLOT_ACCURACY_MIN, BLOT_COVERAGE_MIN, blot_gates
+
+    accuracy, coverage = blot_gates({"miou": 0.9, "pixel_accuracy": 0.98, "coverage": 0.14,
+                                     "object_coverage": 0.2})
+    assert accuracy["value"] == 0.98 and accuracy["status"] == "pass"
+    assert coverage["value"] == 0.14 and coverage["status"] == "pass" and coverage["object_coverage"] == 0.2
+    accuracy, coverage = blot_gates({"miou": 0.5, "pixel_accuracy": BLOT_ACCURACY_MIN - 0.01,
+                                     "coverage": BLOT_COVERAGE_MIN - 0.01})
+    assert accuracy["status"] == "warn" and "pmp." in accuracy["advice"]
+    assert coverage["status"] == "warn" and "pmp." in coverage["advice"]
+    assert [g["status"] for g in blot_gates(None)] == ["not measured", "not measured"]
+
+
+def test_final_foreground_fraction_gate_of_deeplab_predictions():
+    from pcam_core.evaluation.quality_gates import final_foreground_fraction_gate
+
+    # 60 true background, 40 true object; DeepLab calls 5 + 10 pixels foreground: ratio 0.375
+    gate = final_foreground_fraction_gate(_metrics([[55, 5], [30, 10]]), "wtp")
+    assert gate["predicted"] == 0.15 and gate["masks"] == 0.4 and gate["value"] == 0.375
+    assert gate["status"] == "warn" and "objectness" in gate["advice"]
+    assert final_foreground_fraction_gate(_metrics([[50, 10], [5, 35]]), "pmp_blot")["status"] == "pass"
+
+
+def _gate_args(tmp_path, variant, **files):
+    import argparse
+
+    from pcam_core.evaluation.quality_gates import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = ["--index", str(tmp_path / "index.json"), "--variant", variant,
+            "--deeplab-val", files.pop("deeplab_val"), "--deeplab-true-classes-val", files.pop("true"),
+            "--out-json", str(tmp_path / "g.json"), "--out-md", str(tmp_path / "g.md")]
+    for key, value in files.items():
+        argv += [f"--{key.replace('_', '-')}", value]
+    return parser.parse_args(argv)
+
+
+def test_each_branch_gets_its_own_gates(tmp_path):
+    import pytest
+
+    from pcam_core.evaluation.quality_gates import quality_gates
+
+    val = tmp_path / "val.json"
+    val.write_text(json.dumps(_metrics([[50, 10], [5, 35]])))
+    blots = tmp_path / "blots.json"
+    blots.write_text(json.dumps({"miou": 0.9, "pixel_accuracy": 0.98, "coverage": 0.14}))
+    report = quality_gates(_gate_args(tmp_path, "wtp", deeplab_val=str(val), true=str(val)))
+    assert [g["name"] for g in report["gates"]] == ["final_fg_fraction"]
+    report = quality_gates(_gate_args(tmp_path, "pmp_blot", deeplab_val=str(val), true=str(val),
+                                      blots_train=str(blots)))
+    assert [g["name"] for g in report["gates"]] == ["blot_accuracy", "blot_coverage", "final_fg_fraction"]
+    assert report["warnings"] == 0
+    with pytest.raises(ValueError, match="--blots-train"):
+        quality_gates(_gate_args(tmp_path, "pmp_blot", deeplab_val=str(val), true=str(val)))
+    with pytest.raises(ValueError, match="--cam-log"):
+        quality_gates(_gate_args(tmp_path, "pcam", deeplab_val=str(val), true=str(val)))

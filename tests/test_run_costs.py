@@ -74,3 +74,30 @@ def test_manifest_records_commit_packages_device_and_config(tmp_path):
 def test_outside_git_the_manifest_says_so(tmp_path):
     state = run_manifest.git_state(tmp_path)
     assert state["commit"] is None and "not a git checkout" in state["note"]
+
+
+def test_jobs_are_summed_per_branch_by_their_variant_name(tmp_path):
+    from pcam_core.report.run_costs import job_variant, per_branch
+
+    variants = ["cam", "pcam", "pcam_full", "pmp_blot", "wtp"]
+    assert job_variant("pcam_full_1-of-2", variants) == "pcam_full"  # not pcam's
+    assert job_variant("cam_pseudo_train", variants) == "cam"
+    assert job_variant("pmp_blot_deeplab_val", variants) == "pmp_blot"
+    assert job_variant("index", variants) is None
+    files = [write_benchmark(tmp_path / "point_blots/pmp_blot_1-of-2.tsv", 3.0),
+             write_benchmark(tmp_path / "point_blots/pmp_blot_2-of-2.tsv", 4.0),
+             write_benchmark(tmp_path / "train_deeplab/pmp_blot.tsv", 50.0),
+             write_benchmark(tmp_path / "train_deeplab/pcam.tsv", 60.0),
+             write_benchmark(tmp_path / "train_wtp/wtp.tsv", 55.0),
+             write_benchmark(tmp_path / "build_index/index.tsv", 2.0)]
+    branches = per_branch([read_benchmark(f) for f in files], ["pcam", "wtp", "pmp_blot"])
+    assert branches["pmp_blot"]["total_s"] == 57.0 and branches["pmp_blot"]["jobs"] == 3
+    assert [r["rule"] for r in branches["pmp_blot"]["rules"]] == ["train_deeplab", "point_blots"]
+    assert branches["wtp"]["total_s"] == 55.0 and branches["shared"]["total_s"] == 2.0
+
+    out = tmp_path / "out"
+    run_costs(files, out / "c.md", out / "c.json", variants=["pcam", "wtp", "pmp_blot"])
+    md = (out / "c.md").read_text()
+    assert "## Cost per branch" in md
+    assert "| pmp_blot | 3 | 57.0 | train_deeplab 50.0, point_blots 7.0 |" in md
+    assert json.loads((out / "c.json").read_text())["branches"]["pcam"]["total_s"] == 60.0

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from pcam_core.cli import main as pcam_main
-from pcam_core.evaluation.summary import build_summary
+from pcam_core.evaluation.summary import build_summary, summary_markdown
 
 MIOU = {("cam", "cam", "train"): 0.30, ("cam", "cam", "val"): 0.28,
         ("cam", "pseudo", "train"): 0.40, ("cam", "pseudo", "val"): 0.38,
@@ -96,3 +96,54 @@ def test_table4_lists_each_variants_final_per_class_iou_for_any_dataset():
     assert lines[3] == "| class | PCAM (points) |"
     assert lines[-1] == "| **mean** | 50.0 |"
     assert len(lines) == 4 + 1 + len(many) + 1
+
+
+def _write_branch(results, variant, final, true_classes, blots=None):
+    for name, miou in (("metrics_val.json", final), ("metrics_val_true_classes.json", true_classes)):
+        path = results / variant / "deeplab" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"miou": miou, "iou": {"background": 0.9, "aeroplane": miou}}))
+    for split, (miou, coverage) in (blots or {}).items():
+        path = results / variant / "pseudo" / f"blot_metrics_{split}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"miou": miou, "coverage": coverage, "labelled_pixels_only": True,
+                                    "iou": {"background": 0.99, "aeroplane": miou}}))
+
+
+def test_variants_without_cams_show_dashes_their_blots_and_the_orderings(tmp_path):
+    results = tmp_path / "demo"
+    _write(results)
+    (results / "pcam" / "deeplab").mkdir(parents=True, exist_ok=True)
+    (results / "pcam" / "deeplab" / "metrics_val.json").write_text(json.dumps({"miou": 0.60, "iou": {}}))
+    _write_branch(results, "wtp", 0.35, 0.40)
+    _write_branch(results, "pmp_blot", 0.65, 0.66, blots={"train": (0.95, 0.14), "val": (0.94, 0.13)})
+    report = build_summary(results, ["cam", "pcam", "wtp", "pmp_blot"], "demo")
+    md = summary_markdown(report)
+    # Table 1 does not apply to either; Table 2 of pmp_blot is its blots; no "missing" notes
+    assert report["miou"]["wtp"]["cam"] == {"train": None, "val": None}
+    assert report["miou"]["pmp_blot"]["refined"] == {"train": 0.95, "val": 0.94}
+    assert report["not_applicable"] == {"wtp": ["cam", "refined"], "pmp_blot": ["cam"]}
+    assert not any("wtp/cam" in n or "pmp_blot/cam" in n or "calibration" in n and "wtp" in n
+                   for n in report["notes"])
+    assert "| WTP (points, What's the point) | — | — |" in md
+    assert "| PMP point blots, labelled pixels only † | 95.0 | 94.0 |" in md
+    assert "14.0 % (train) and 13.0 % (val)" in md
+    assert "— for wtp, pmp_blot: their branch has no such stage" in md
+    assert "| WTP (points, What's the point) | 35.0 |" in md  # Table 3
+    assert set(report["calibration"]) == {"cam", "pcam"}
+    status = {c["check"]: c["status"] for c in report["checks"]}
+    assert status["WTP < PCAM (Table 3, val)"] == "pass"
+    assert status["PMP blots < PCAM (Table 3, val)"] == "fail"  # 65 > 60: the papers' order fails
+    assert not any(c["check"].startswith(("WTP:", "PMP blots:", "WTP <", "PMP blots <"))
+                   and "refined" in c["check"] for c in report["checks"])
+
+
+def test_voc_summary_quotes_the_related_papers(tmp_path):
+    results = tmp_path / "voc"
+    _write_branch(results, "wtp", 0.30, 0.33)
+    report = build_summary(results, ["wtp"], "voc2012")
+    md = summary_markdown(report)
+    assert report["num_classes"] == 2  # found in the DeepLab metrics (no CAM stage)
+    assert "| WTP (points, What's the point) | 30.0 | 35.1 |" in md
+    assert "| WTP from image labels alone (paper only) | — | 29.8 |" in md
+    assert "Bearman" in report["paper"]["source"] and "Akiva" in report["paper"]["source"]

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Small enough for CI's 2 cores: the whole DAG in a couple of minutes.
 TINY_CONFIG = {
     "run_name": "tiny",
-    "variants": ["cam", "pcam"],
+    "variants": ["cam", "pcam", "wtp", "pmp_blot"],
     "shards": 2,
     "device": "cpu",
     "dataset": {"name": "demo", "demo": {"seed": 1, "num_train": 24, "num_extra_train": 6,
@@ -77,12 +77,15 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
 def test_dry_run_lists_every_stage(tmp_path):
     write_config(tmp_path, TINY_CONFIG)
     jobs = planned_jobs(snakemake(tmp_path, "-n"))
-    assert jobs["train_cam"] == 2 and jobs["train_deeplab"] == 2
+    # DeepLab on the pseudo labels of cam and pcam and on the point blots; wtp trains its own
+    assert jobs["train_cam"] == 2 and jobs["train_deeplab"] == 3 and jobs["train_wtp"] == 1
     # one job per shard and variant for every per-image stage, never one per image
-    for rule in ("export_cams", "mine_ir_labels", "random_walk", "pseudo_labels", "predict_val"):
+    for rule in ("export_cams", "mine_ir_labels", "random_walk", "pseudo_labels"):
         assert jobs[rule] == 4, rule
-    for rule in ("calibrate_cam_threshold", "calibrate_ir_labels", "calibrate_walk", "quality_gates"):
-        assert jobs[rule] == 2, rule  # one per variant
+    assert jobs["point_blots"] == 2 and jobs["score_blots"] == 2  # per shard; per split
+    assert jobs["predict_val"] == 8 and jobs["quality_gates"] == 4  # every variant
+    for rule in ("calibrate_cam_threshold", "calibrate_ir_labels", "calibrate_walk"):
+        assert jobs[rule] == 2, rule  # one per variant with CAMs
     assert "download_voc2012" not in jobs
 
 
@@ -99,7 +102,8 @@ def test_cpu_jobs_leave_room_for_the_other_variant(tmp_path, device, threads):
     config["device"] = device
     write_config(tmp_path, config)
     result = snakemake(tmp_path, "-n", "-p")
-    for command in ("train-cam", "export-cams", "train-irn", "random-walk", "train-deeplab"):
+    for command in ("train-cam", "export-cams", "train-irn", "random-walk", "train-deeplab",
+                    "train-wtp"):
         assert _told_threads(result, command) == {threads}, command
 
 
@@ -155,8 +159,11 @@ DETERMINISTIC_OUTPUTS = ("**/metrics_*.json", "**/metrics_*.md", "**/calibration
 
 
 @pytest.mark.workflow
-def test_a_second_run_gives_byte_identical_results(finished_run, tmp_path):
-    """Same config, same machine, same threads: identical metrics and summary (issue 12)."""
+def test_a_second_run_gives_identical_outputs(finished_run, tmp_path):
+    """Same config, same machine, same threads: byte-identical metrics and summary, and the
+    same weights, CAM and walk stores, labels and predictions (issue 12)."""
+    from run_outputs import differences
+
     write_config(tmp_path, TINY_CONFIG)
     snakemake(tmp_path)
     first, second = finished_run / "results" / "tiny", tmp_path / "results" / "tiny"
@@ -164,6 +171,7 @@ def test_a_second_run_gives_byte_identical_results(finished_run, tmp_path):
     assert len(files) >= 20, files
     different = [str(f) for f in files if (first / f).read_bytes() != (second / f).read_bytes()]
     assert different == [], f"differ between two runs of the same config: {different}"
+    assert differences(first, second) == []
 
 
 @pytest.mark.workflow
@@ -182,6 +190,21 @@ def test_end_to_end_writes_summary_and_is_up_to_date(finished_run):
         for split in ("train", "val"):
             metrics = json.loads((results / variant / "cam" / f"metrics_{split}.json").read_text())
             assert 0.0 <= metrics["miou"] <= 1.0
+    # the branches without CAMs: their DeepLab scored, their own gates, the blots scored
+    assert {g["name"] for g in summary["quality_gates"]["wtp"]} == {"final_fg_fraction"}
+    assert {g["name"] for g in summary["quality_gates"]["pmp_blot"]} == {
+        "blot_accuracy", "blot_coverage", "final_fg_fraction"}
+    for variant in ("wtp", "pmp_blot"):
+        assert summary["miou"][variant]["final"]["val"] is not None
+        assert summary["miou"][variant]["final_true_classes"]["val"] is not None
+        assert summary["miou"][variant]["cam"] == {"train": None, "val": None}
+    assert summary["miou"]["pmp_blot"]["refined"]["train"] is not None
+    assert 0 < summary["blot_coverage"]["train"] < 1
+    assert {c["check"] for c in summary["checks"]} >= {"WTP < PCAM (Table 3, val)",
+                                                       "PMP blots < PCAM (Table 3, val)"}
+    assert not any("missing" in note for note in summary["notes"]), summary["notes"]
+    blots = results / "pmp_blot" / "pseudo"
+    assert len(list(blots.glob("*-of-2/*.png"))) > 0
     assert planned_jobs(snakemake(finished_run, "-n")) == {}
     assert (results / "data" / "data_report.md").exists()
     # the report's items exist without a browser too (the Chromium test below renders them)
@@ -190,10 +213,20 @@ def test_end_to_end_writes_summary_and_is_up_to_date(finished_run):
     figures += [results / "report" / v / f"{kind}.png" for v in ("cam", "pcam")
                 for kind in ("class_iou", "training_cam", "training_irn", "training_deeplab",
                              "calibration_cam_threshold", "calibration_ir_labels", "calibration_walk")]
+    figures += [results / "report" / v / f"{kind}.png" for v in ("wtp", "pmp_blot")
+                for kind in ("class_iou", "training_deeplab")]
     for figure in figures:
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
     costs = json.loads((results / "report" / "run_costs.json").read_text())
-    assert {r["rule"] for r in costs["rules"]} >= {"train_cam", "export_cams", "train_deeplab", "summary"}
+    assert {r["rule"] for r in costs["rules"]} >= {"train_cam", "export_cams", "train_deeplab", "summary",
+                                                   "train_wtp", "point_blots", "score_blots"}
+    branches = costs["branches"]
+    assert set(branches) == {"cam", "pcam", "wtp", "pmp_blot", "shared"}
+    assert {r["rule"] for r in branches["wtp"]["rules"]} == {
+        "train_wtp", "predict_val", "evaluate_labels", "evaluate_true_classes", "quality_gates"}
+    assert {r["rule"] for r in branches["pmp_blot"]["rules"]} == {
+        "point_blots", "score_blots", "train_deeplab", "predict_val", "evaluate_labels",
+        "evaluate_true_classes", "quality_gates"}
     manifest = json.loads((results / "report" / "manifest.json").read_text())
     assert manifest["config"]["run_name"] == "tiny" and manifest["device"]["resolved"] == "cpu"
     assert "<table>" in (results / "summary.html").read_text()
@@ -254,9 +287,44 @@ def test_calibration_setting_reruns_only_its_dependents(finished_run):
 @pytest.mark.workflow
 def test_deeplab_change_reruns_only_deeplab(finished_run):
     jobs = _rerun_plan(finished_run, lambda c: c["deeplab"].update(iterations=13))
-    assert method_jobs(jobs) == {"train_deeplab", "predict_val", "evaluate_labels", "evaluate_true_classes",
-                         "quality_gates", "summary", "all"}
-    assert jobs["evaluate_labels"] == 2  # deeplab val of each variant, not the pseudo labels
+    # every DeepLab: on the pseudo labels, on the blots, and wtp's (it shares the settings)
+    assert method_jobs(jobs) == {"train_deeplab", "train_wtp", "predict_val", "evaluate_labels",
+                                 "evaluate_true_classes", "quality_gates", "summary", "all"}
+    assert jobs["train_deeplab"] == 3 and jobs["train_wtp"] == 1
+    assert jobs["evaluate_labels"] == 4  # deeplab val of each variant, not the pseudo labels
+
+
+# The jobs of one variant's branch after a change there, per rule: nothing of another branch.
+WTP_BRANCH = {"train_wtp": 1, "predict_val": 2, "evaluate_labels": 1, "evaluate_true_classes": 1,
+              "quality_gates": 1, "summary": 1, "all": 1}
+PMP_BRANCH = {"point_blots": 2, "score_blots": 2, "train_deeplab": 1, "predict_val": 2,
+              "evaluate_labels": 1, "evaluate_true_classes": 1, "quality_gates": 1, "summary": 1,
+              "all": 1}
+
+
+def _method_counts(jobs: dict[str, int]) -> dict[str, int]:
+    return {rule: n for rule, n in jobs.items() if rule not in REPORT_RULES}
+
+
+@pytest.mark.workflow
+def test_each_related_method_is_its_own_cached_branch(finished_run):
+    """A wtp: setting reruns only the wtp branch, a pmp: setting only pmp_blot's."""
+    jobs = _rerun_plan(finished_run, lambda c: c.setdefault("wtp", {}).update(point_weighting="rank"))
+    assert _method_counts(jobs) == WTP_BRANCH
+    jobs = _rerun_plan(finished_run, lambda c: c.setdefault("pmp", {}).update(iterations=3))
+    assert _method_counts(jobs) == PMP_BRANCH
+    # the report redraws that branch's figures only (and the grid, costs and manifest)
+    assert jobs["figure_class_iou"] == 1 and jobs["figure_training_curves"] == 1
+
+
+@pytest.mark.workflow
+def test_pcam_settings_rerun_neither_related_method(finished_run):
+    for edit in (lambda c: c["cam"].update(alpha=0.2), lambda c: c["random_walk"].update(beta=8),
+                 lambda c: c.setdefault("calibration", {}).update(mode="fixed")):
+        jobs = _rerun_plan(finished_run, edit)
+        assert "train_wtp" not in jobs and "point_blots" not in jobs and "score_blots" not in jobs
+        # DeepLab of cam and pcam only: not the blots' (the third)
+        assert jobs["train_deeplab"] <= 2 and jobs["predict_val"] <= 4 and jobs["quality_gates"] <= 2
 
 
 @pytest.mark.workflow
@@ -324,7 +392,15 @@ def test_indirectly_imported_module_reruns_exactly_its_dependents(finished_run, 
     # a package __init__ runs on every import from the package: each scoring rule reruns,
     # no stage that produces what they score
     assert method_jobs(jobs) == {"evaluate_cams", "evaluate_labels", "evaluate_true_classes",
-                                 "quality_gates", "summary", "all"}
+                                 "score_blots", "quality_gates", "summary", "all"}
+
+
+@pytest.mark.workflow
+def test_code_of_a_related_method_reruns_only_its_branch(finished_run, tmp_path):
+    jobs = _plan_with_edited_module(finished_run, tmp_path, "pcam_core/wtp/loss.py")
+    assert _method_counts(jobs) == WTP_BRANCH
+    jobs = _plan_with_edited_module(finished_run, tmp_path / "second", "pcam_core/pmp/colour_walk.py")
+    assert _method_counts(jobs) == PMP_BRANCH
 
 
 @pytest.mark.workflow
@@ -345,6 +421,8 @@ def test_html_report_renders_every_figure_in_chromium(finished_run, tmp_path):
         expected.add(f"report/{variant}/class_iou.png")
         expected |= {f"report/{variant}/training_{m}.png" for m in ("cam", "irn", "deeplab")}
         expected |= {f"report/{variant}/calibration_{s}.png" for s in ("cam_threshold", "ir_labels", "walk")}
+    for variant in ("wtp", "pmp_blot"):
+        expected |= {f"report/{variant}/class_iou.png", f"report/{variant}/training_deeplab.png"}
     assert expected <= set(drawn), f"not in the report: {sorted(expected - set(drawn))}"
     for name in expected:
         figure = drawn[name]

@@ -44,9 +44,10 @@ def test_custom_dataset_needs_its_keys(tmp_path, example):
 
 
 def test_predict_target_plans_one_job_per_shard_and_variant(tmp_path, example):
-    write_config(tmp_path, custom_config(example))
+    config = custom_config(example)
+    write_config(tmp_path, config)
     jobs = planned_jobs(snakemake(tmp_path, "-n", "predict"))
-    assert jobs["predict_images"] == 4 and "summary" not in jobs
+    assert jobs["predict_images"] == config["shards"] * len(config["variants"]) and "summary" not in jobs
     assert "predict_images" not in planned_jobs(snakemake(tmp_path, "-n"))  # predict.images ""
 
 

@@ -15,12 +15,22 @@ that exists but cannot be read is an error (it means a stage wrote something bro
 split without ground-truth masks is written unscored by the evaluation (mIoU null and a
 note); the summary shows "—", says that mIoU needs masks and where the outputs are.
 
-Ordering checks (the paper's claims, in the form the demo can test): CAM < PCAM on Table 1,
+The variants without a CAM stage have no Table 1 row ("—", not applicable, no note):
+
+    R/wtp/deeplab/...                     Table 3 (DeepLab trained on the clicks, "What's the point")
+    R/pmp_blot/pseudo/blot_metrics_{train,val}.json   Table 2: the point blots, scored on the
+                                          pixels they label (pcam score-blots), with their coverage
+    R/pmp_blot/deeplab/...                Table 3 (DeepLab trained on the blots)
+
+Ordering checks (the papers' claims, in the form the demo can test): CAM < PCAM on Table 1,
 each map < its refined map (Table 1 -> 2), and final >= refined - 0.03 (Table 2 -> 3), the
-last also like for like.
+last also like for like; and point supervision without CAMs below PCAM on Table 3 (WTP 35.1
+and PMP blots 49.1 against PCAM 70.5 on VOC val). The blots' Table 2 number counts only the
+pixels they label, so no Tables 2-3 check applies to them.
 
 For ``--dataset voc2012`` the paper's numbers are shown in adjacent columns. They are
-constants QUOTED from McEver & Manjunath (Tables 1-4, PASCAL VOC 2012), not measured here.
+constants QUOTED from McEver & Manjunath (Tables 1-4, PASCAL VOC 2012), Bearman et al.
+(Table 1a) and Akiva & Dana (Table 3), not measured here.
 """
 
 from __future__ import annotations
@@ -50,7 +60,18 @@ STAGES = {
                            "classes, as the val pseudo labels are"),
 }
 VARIANT_NAMES = {"cam": "CAM (image labels)", "pcam": "PCAM (points)",
-                 "pcam_full": "PCAM F (every GT pixel a point)"}
+                 "pcam_full": "PCAM F (every GT pixel a point)",
+                 "wtp": "WTP (points, What's the point)", "pmp_blot": "PMP blots (points)"}
+# Variants whose branch has no CAM stage, and which of the stages above it has instead.
+# A stage mapped to None does not apply ("—" without a "missing" note); pmp_blot's
+# "refined" row is its point blots, scored on the pixels they label (pcam score-blots).
+VARIANT_STAGE_FILES: dict[str, dict[str, str | None]] = {
+    "wtp": {"cam": None, "refined": None},
+    "pmp_blot": {"cam": None, "refined": "pseudo/blot_metrics_{split}.json"},
+}
+# Point supervision without CAMs scores below PCAM on VOC val (Table 3): 35.1 (Bearman et al.,
+# image labels + one point, no objectness) and 49.1 (Akiva & Dana, point blots alone) vs 70.5.
+BELOW_PCAM = ("wtp", "pmp_blot")
 # Table 3 may fall below Table 2 by this much (mIoU fraction) and still pass: the paper gains
 # +2.0 (68.5 -> 70.5), but a short DeepLab schedule on the small demo can lose a little of the
 # labels' quality; a broken decoder or misaligned labels costs far more than 3 points.
@@ -60,13 +81,21 @@ FINAL_TOLERANCE = 0.03
 # "PCAMs: Weakly Supervised Semantic Segmentation Using Point Supervision" (spec §7.3).
 # Constants, not results of this code. Keys are our variant names.
 PAPER_SOURCE = ("McEver & Manjunath, PCAMs (PASCAL VOC 2012): Tables 1-4, quoted; "
-                "ResNet-50 CAM/IRNet, DeepLabv3+ single-scale")
+                "ResNet-50 CAM/IRNet, DeepLabv3+ single-scale. wtp: Bearman et al., What's the "
+                "point, Table 1a, Img + 1Point (no objectness prior), FCN-32s VGG-16 from ImageNet. "
+                "pmp_blot: Akiva & Dana, PMP, Table 3, point blots alone (no distance fields, no "
+                "PAC refiner), ResNet-50 FCN from scratch, points from box centres")
 PAPER_PERCENT: dict[str, dict[str, dict[str, float]]] = {
     "cam": {"cam": {"train": 48.3, "val": 46.0}, "pcam": {"train": 56.5, "val": 54.4},
             "pcam_full": {"train": 64.0, "val": 55.5}},
     "refined": {"cam": {"train": 66.5, "val": 57.4}, "pcam": {"train": 70.8, "val": 68.5}},
-    "final": {"pcam": {"val": 70.5}},
+    "final": {"pcam": {"val": 70.5}, "wtp": {"val": 35.1}, "pmp_blot": {"val": 49.1}},
 }
+# Bearman et al., Table 1a: the same network from image-level labels alone (Eq. 2), the
+# "image-level < point" step of their ordering; and their best, with an objectness detector
+# trained on outside images (not offered here).
+PAPER_WTP_IMAGE_LEVEL_PERCENT = 29.8
+PAPER_WTP_OBJECTNESS_PERCENT = 42.7
 PAPER_FULLY_SUPERVISED_PERCENT = 78.9  # Table 3, DeepLabv3+ on the real ground truth
 PAPER_TABLE4_PCAM_FINAL_PERCENT = dict(zip(VOC_CLASSES, (
     89.9, 66.1, 30.1, 85.2, 62.5, 75.8, 87.1, 80.4, 87.1, 34.0, 85.1,
@@ -74,8 +103,14 @@ PAPER_TABLE4_PCAM_FINAL_PERCENT = dict(zip(VOC_CLASSES, (
 PAPER_TABLE4_MEAN_PERCENT = 70.5  # as printed; the 21 values above average 70.42
 
 
-def metrics_path(results_dir: Path, variant: str, stage: str, split: str) -> Path:
-    return results_dir / variant / STAGES[stage][0].format(split=split)
+def stage_file(variant: str, stage: str) -> str | None:
+    """The metrics file of a variant's stage under R/<variant> ({split} left in); None = n/a."""
+    return VARIANT_STAGE_FILES.get(variant, {}).get(stage, STAGES[stage][0])
+
+
+def metrics_path(results_dir: Path, variant: str, stage: str, split: str) -> Path | None:
+    relative = stage_file(variant, stage)
+    return None if relative is None else results_dir / variant / relative.format(split=split)
 
 
 def read_metrics(path: Path) -> dict[str, Any] | None:
@@ -105,6 +140,9 @@ def collect(results_dir: Path, variants: list[str]) -> tuple[dict, dict, list[st
             table[variant][stage] = {}
             for split in splits:
                 path = metrics_path(results_dir, variant, stage, split)
+                if path is None:  # the variant's branch has no such stage
+                    table[variant][stage][split] = None
+                    continue
                 data = read_metrics(path)
                 if data is None:
                     notes.append(f"missing: {path}")
@@ -124,7 +162,8 @@ def unscored_splits(results_dir: Path, variants: list[str]) -> list[str]:
     for variant in variants:
         for stage, (_, splits, _) in STAGES.items():
             for split in splits:
-                data = read_metrics(metrics_path(results_dir, variant, stage, split))
+                path = metrics_path(results_dir, variant, stage, split)
+                data = None if path is None else read_metrics(path)
                 if data is not None and data.get("note") and split not in found:
                     found.append(split)
     return found
@@ -147,6 +186,8 @@ def ordering_checks(table: dict) -> list[dict[str, Any]]:
             checks.append(_check(f"CAM < PCAM (Table 1, {split})", values,
                                  lambda v: v["CAM"] < v["PCAM"]))
     for variant, stages in table.items():
+        if variant in VARIANT_STAGE_FILES:  # no CAM stage: the checks below
+            continue
         label = VARIANT_NAMES.get(variant, variant).split(" (")[0]
         for split in SPLITS:
             values = {label: stages["cam"][split], f"refined {label}": stages["refined"][split]}
@@ -161,7 +202,26 @@ def ordering_checks(table: dict) -> list[dict[str, Any]]:
         checks.append(_check(f"{label}: final like for like >= refined - {100 * FINAL_TOLERANCE:.0f} "
                              "points (Tables 2-3, val)", values,
                              lambda v, a=label: v["final, true classes"] >= v[f"refined {a}"] - FINAL_TOLERANCE))
+    if "pcam" in table:
+        for variant in BELOW_PCAM:
+            if variant not in table:
+                continue
+            label = VARIANT_NAMES[variant].split(" (")[0]
+            values = {label: table[variant]["final"]["val"], "PCAM": table["pcam"]["final"]["val"]}
+            checks.append(_check(f"{label} < PCAM (Table 3, val)", values,
+                                 lambda v, a=label: v[a] < v["PCAM"]))
     return checks
+
+
+def collect_blot_coverage(results_dir: Path, variants: list[str]) -> dict[str, float | None]:
+    """Split -> the fraction of the non-void pixels the point blots label (pmp_blot runs)."""
+    if "pmp_blot" not in variants:
+        return {}
+    coverage = {}
+    for split in SPLITS:
+        data = read_metrics(metrics_path(results_dir, "pmp_blot", "refined", split))
+        coverage[split] = None if data is None else data.get("coverage")
+    return coverage
 
 
 def read_json_if_present(path: Path, what: str, notes: list[str]) -> dict | None:
@@ -179,6 +239,8 @@ def collect_calibration(results_dir: Path, variants: list[str], notes: list[str]
     """Per variant: the thresholds its stages used and where they came from."""
     out = {}
     for variant in variants:
+        if variant in VARIANT_STAGE_FILES:  # no CAM stage, nothing calibrated
+            continue
         entry = {}
         for step in ("cam_threshold", "ir_labels", "walk"):
             data = read_json_if_present(results_dir / variant / "calibration" / f"{step}.json",
@@ -231,7 +293,8 @@ def summary_markdown(report: dict[str, Any]) -> str:
                   "to score the stages."]
     if with_paper:
         lines.append("Columns marked *paper* are QUOTED from the PCAM paper (PASCAL VOC 2012), "
-                     "not measured by this run.")
+                     "and for wtp and pmp_blot from their own papers, not measured by this run.")
+    not_applicable = report.get("not_applicable", {})
     for stage, (_, splits, title) in STAGES.items():
         lines += ["", f"## {title}", ""]
         header = ["variant"] + list(splits)
@@ -240,7 +303,10 @@ def summary_markdown(report: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|---|" + "---:|" * (len(header) - 1))
         for variant, stages in report["miou"].items():
-            row = [VARIANT_NAMES.get(variant, variant)] + [_pct(stages[stage][s]) for s in splits]
+            name = VARIANT_NAMES.get(variant, variant)
+            if stage == "refined" and variant == "pmp_blot":
+                name = "PMP point blots, labelled pixels only †"
+            row = [name] + [_pct(stages[stage][s]) for s in splits]
             if with_paper:
                 paper = report["paper"]["miou_percent"].get(stage, {}).get(variant, {})
                 row += [_paper(paper.get(s)) for s in splits]
@@ -248,6 +314,24 @@ def summary_markdown(report: dict[str, Any]) -> str:
         if stage == "final" and with_paper:
             lines.append(f"| DeepLabv3+ fully supervised (paper only) | — | "
                          f"{_paper(report['paper']['fully_supervised_percent'])} |")
+            if "wtp" in report["miou"]:
+                lines.append(f"| WTP from image labels alone (paper only) | — | "
+                             f"{_paper(report['paper']['wtp_image_level_percent'])} |")
+        if stage == "final" and set(report["miou"]) & set(VARIANT_STAGE_FILES):
+            lines += ["", "wtp: DeepLabv3+ trained on the image labels and clicks directly (\"What's "
+                      "the point\" losses); pmp_blot: on the point blots, unlabelled pixels ignored. "
+                      "Same network and schedule as on the pseudo labels."]
+        lacking = [v for v, stages in not_applicable.items() if stage in stages]
+        if lacking:
+            lines += ["", f"— for {', '.join(lacking)}: {'its' if len(lacking) == 1 else 'their'} "
+                      "branch has no such stage (no CAMs)."]
+        if stage == "refined" and "pmp_blot" in report["miou"]:
+            coverage = report.get("blot_coverage", {})
+            lines += ["", "† The point blots label only part of each image (DeepLab ignores the "
+                      "rest): scored on the pixels they label, which are "
+                      f"{_pct(coverage.get('train'))} % (train) and {_pct(coverage.get('val'))} % "
+                      "(val) of the pixels. Not comparable with the refined maps above, which "
+                      "label every pixel."]
     lines += _table4_markdown(report)
     lines += _calibration_markdown(report) + _gates_markdown(report)
     lines += ["", "## Checks", ""]
@@ -345,8 +429,9 @@ def build_summary(results_dir: str | Path, variants: list[str], dataset: str,
     unscored = unscored_splits(results_dir, variants)
     if num_classes is None:  # from any metrics file: its confusion matrix is C x C
         for variant in variants:
-            data = read_metrics(metrics_path(results_dir, variant, "cam", "val")) or {}
-            if data.get("iou"):
+            paths = [metrics_path(results_dir, variant, stage, "val") for stage in ("cam", "final")]
+            data = next((d for d in (read_metrics(p) for p in paths if p) if d and d.get("iou")), None)
+            if data:
                 num_classes = len(data["iou"])
                 break
     paper = None
@@ -354,12 +439,17 @@ def build_summary(results_dir: str | Path, variants: list[str], dataset: str,
         paper = {"source": PAPER_SOURCE, "units": "percent (as printed in the paper)",
                  "miou_percent": PAPER_PERCENT,
                  "fully_supervised_percent": PAPER_FULLY_SUPERVISED_PERCENT,
+                 "wtp_image_level_percent": PAPER_WTP_IMAGE_LEVEL_PERCENT,
+                 "wtp_objectness_percent": PAPER_WTP_OBJECTNESS_PERCENT,
                  "table4_pcam_final_percent": PAPER_TABLE4_PCAM_FINAL_PERCENT,
                  "table4_mean_percent": PAPER_TABLE4_MEAN_PERCENT}
     return {"format": SUMMARY_FORMAT, "run": results_dir.name, "dataset": dataset,
             "units": "miou values are fractions in [0, 1]; paper values are percent",
             "num_classes": num_classes, "unscored_splits": unscored,
             "miou": table, "per_class_final": per_class, "checks": ordering_checks(table),
+            "not_applicable": {v: [stage for stage in STAGES if stage_file(v, stage) is None]
+                               for v in variants if v in VARIANT_STAGE_FILES},
+            "blot_coverage": collect_blot_coverage(results_dir, variants),
             "calibration": collect_calibration(results_dir, variants, notes),
             "quality_gates": collect_gates(results_dir, variants, notes),
             "notes": notes, "paper": paper}

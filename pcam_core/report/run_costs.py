@@ -4,6 +4,11 @@ Every rule writes ``results/<run>/benchmarks/<rule>/<job>.tsv`` (Snakemake's own
 measurement of the job's process tree: wall seconds ``s``, peak resident memory ``max_rss``
 in MB, ``cpu_time``). This sums them per rule so a user sees where a run's time goes and
 which rule needs the memory a cluster profile must request.
+
+With ``--variants`` it also sums them per branch of the DAG: a job belongs to the variant its
+name starts with (``<variant>`` or ``<variant>_<shard|split|...>``, the longest name first, so
+``pcam_full_1-of-2`` is pcam_full's, not pcam's); the other jobs (data, summary) are shared.
+A branch's total is what adding that variant to a run costs in job time.
 """
 
 from __future__ import annotations
@@ -72,6 +77,36 @@ def per_rule(jobs: Sequence[JobCost]) -> list[dict]:
     return sorted(table, key=lambda r: -r["total_s"])
 
 
+def job_variant(job: str, variants: Sequence[str]) -> str | None:
+    """The variant a job belongs to by its name (see the module docstring), or None (shared)."""
+    for variant in sorted(variants, key=len, reverse=True):
+        if job == variant or job.startswith(variant + "_"):
+            return variant
+    return None
+
+
+def per_branch(jobs: Sequence[JobCost], variants: Sequence[str]) -> dict[str, dict]:
+    """Variant (and "shared") -> {"total_s", "jobs", "rules": per_rule of its jobs}."""
+    groups: dict[str, list[JobCost]] = {v: [] for v in variants}
+    groups["shared"] = []
+    for job in jobs:
+        groups[job_variant(job.job, variants) or "shared"].append(job)
+    return {name: {"total_s": sum(j.seconds for j in items), "jobs": len(items),
+                   "rules": per_rule(items)} for name, items in groups.items()}
+
+
+def branch_markdown(branches: dict[str, dict]) -> str:
+    """Per variant: its total and its cost stage by stage (rules in pipeline order of cost)."""
+    lines = ["", "## Cost per branch", "",
+             "Job wall time of each variant's own jobs (what adding the variant to a run costs), "
+             "and of the jobs all variants share.", "",
+             "| branch | jobs | total s | stages (s) |", "|---|---:|---:|---|"]
+    for name, branch in branches.items():
+        stages = ", ".join(f"{r['rule']} {r['total_s']:.1f}" for r in branch["rules"]) or "—"
+        lines.append(f"| {name} | {branch['jobs']} | {branch['total_s']:.1f} | {stages} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(table: list[dict], title: str) -> str:
     total = sum(r["total_s"] for r in table)
     lines = [f"# {title}", "",
@@ -110,15 +145,20 @@ def plot(table: list[dict], title: str):
 
 def run_costs(benchmarks: Sequence[str | Path], out_md: str | Path, out_json: str | Path,
               out_png: str | Path | None = None, title: str = "Run time and memory per rule",
-              out_html: str | Path | None = None) -> list[dict]:
+              out_html: str | Path | None = None, variants: Sequence[str] = ()) -> list[dict]:
     if not benchmarks:
         raise ValueError("no benchmark file given")
-    table = per_rule([read_benchmark(p) for p in benchmarks])
+    jobs = [read_benchmark(p) for p in benchmarks]
+    table = per_rule(jobs)
     text = markdown(table, title)
+    result = {"format": "pcam-run-costs/1", "rules": table}
+    if variants:
+        result["branches"] = per_branch(jobs, variants)
+        text += branch_markdown(result["branches"])
     write_text(out_md, text)
     if out_html:
         write_text(out_html, markdown_to_html(text, title))
-    write_text(out_json, json.dumps({"format": "pcam-run-costs/1", "rules": table}, indent=1))
+    write_text(out_json, json.dumps(result, indent=1))
     if out_png:
         fig = plot(table, title)
         with atomic_path(out_png) as tmp:
@@ -129,6 +169,8 @@ def run_costs(benchmarks: Sequence[str | Path], out_md: str | Path, out_json: st
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmarks", nargs="+", required=True,
                         help="Snakemake benchmark TSVs, laid out as <rule>/<job>.tsv")
+    parser.add_argument("--variants", nargs="*", default=[],
+                        help="the run's variants: also sum the jobs per branch (by job name)")
     parser.add_argument("--title", default="Run time and memory per rule")
     parser.add_argument("--out-md", required=True)
     parser.add_argument("--out-json", required=True)
@@ -138,6 +180,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     table = run_costs(args.benchmarks, args.out_md, args.out_json, args.out_png, args.title,
-                      args.out_html)
+                      args.out_html, args.variants)
     print(f"run-costs: {len(table)} rules, {sum(r['jobs'] for r in table)} jobs")
     return 0

@@ -20,6 +20,21 @@ R = f"results/{config['run_name']}"
 VARIANTS = config["variants"]
 DATASET = config["dataset"]["name"]
 
+# The variants by branch of the DAG. Each variant is its own cached branch; they share the
+# data stage and DeepLab's settings (config deeplab:).
+#   CAM_VARIANTS: CAM -> IRNet -> random-walk pseudo labels -> DeepLab (cam.smk, irn.smk, ...)
+#   pmp_blot:     point blots (pmp.smk) in <variant>/pseudo/ -> DeepLab (train_deeplab)
+#   wtp:          DeepLab trained on the clicks (wtp.smk), no labels in between
+CAM_VARIANTS = ("cam", "pcam", "pcam_full")
+LABEL_VARIANTS = CAM_VARIANTS + ("pmp_blot",)  # DeepLab trained on <variant>/pseudo/ PNGs
+ALL_VARIANTS = LABEL_VARIANTS + ("wtp",)
+CAM_RUN = [v for v in VARIANTS if v in CAM_VARIANTS]  # the variants of this run with CAMs
+
+
+def variants_regex(names):
+    """A wildcard constraint matching exactly these variant names."""
+    return "|".join(sorted(names, key=len, reverse=True))
+
 
 scattergather:
     shard=config["shards"],
@@ -50,8 +65,11 @@ def stage_threads(wanted):
     return max(1, min(wanted, cores // 2))
 
 
+# `variant` means a CAM variant unless a rule widens it (DeepLab, its scores and figures take
+# the other branches too): so each file has exactly one rule that can write it, e.g.
+# R/pmp_blot/pseudo/<shard> only point_blots, R/wtp/deeplab/model.pt only train_wtp.
 wildcard_constraints:
-    variant="|".join(["cam", "pcam", "pcam_full"]),
+    variant=variants_regex(CAM_VARIANTS),
     split="train|val",
     shard=r"\d+-of-\d+",
 
@@ -227,47 +245,96 @@ SHARD_LIST = f"{R}/data/shards/{{shard}}.txt"
 
 
 def metrics_files():
-    """Every file the summary reads: Tables 1-3 (train and val), calibration, quality gates."""
+    """Every file the summary reads: Tables 1-3 (train and val), calibration, quality gates;
+    per variant, the files its branch writes."""
     files = []
     for variant in VARIANTS:
-        for split in ("train", "val"):
-            files.append(f"{R}/{variant}/cam/metrics_{split}.json")
-            files.append(f"{R}/{variant}/pseudo/metrics_{split}.json")
+        if variant in CAM_VARIANTS:
+            for split in ("train", "val"):
+                files.append(f"{R}/{variant}/cam/metrics_{split}.json")
+                files.append(f"{R}/{variant}/pseudo/metrics_{split}.json")
+            files.append(f"{R}/{variant}/calibration/cam_threshold.json")
+            files.append(f"{R}/{variant}/calibration/ir_labels.json")
+            files.append(f"{R}/{variant}/calibration/walk.json")
+        elif variant == "pmp_blot":
+            files += [f"{R}/pmp_blot/pseudo/blot_metrics_{split}.json" for split in ("train", "val")]
         files.append(f"{R}/{variant}/deeplab/metrics_val.json")
         files.append(f"{R}/{variant}/deeplab/metrics_val_true_classes.json")
-        files.append(f"{R}/{variant}/calibration/cam_threshold.json")
-        files.append(f"{R}/{variant}/calibration/ir_labels.json")
-        files.append(f"{R}/{variant}/calibration/walk.json")
         files.append(f"{R}/{variant}/quality_gates.json")
     return files
 
 
+def quality_gate_inputs(wildcards):
+    """What the quality gates of a variant measure: every stage of its branch."""
+    v = wildcards.variant
+    files = {"index": INDEX, "deeplab_val": f"{R}/{v}/deeplab/metrics_val.json",
+             "true_classes_val": f"{R}/{v}/deeplab/metrics_val_true_classes.json"}
+    if v in CAM_VARIANTS:
+        files.update(
+            cam_model=f"{R}/{v}/cam/model.pt",
+            calibration=f"{R}/{v}/calibration/ir_labels.json",
+            ir_labels=gather.shard(f"{R}/{v}/irn/ir_labels/{{scatteritem}}"),
+            walk=gather.shard(f"{R}/{v}/pseudo/walk/{{scatteritem}}.h5"),
+            pseudo_train=f"{R}/{v}/pseudo/metrics_train.json",
+            pseudo_val=f"{R}/{v}/pseudo/metrics_val.json")
+    elif v == "pmp_blot":
+        files["blots_train"] = f"{R}/pmp_blot/pseudo/blot_metrics_train.json"
+    return files
+
+
+def quality_gate_args(wildcards, input):
+    """The `pcam quality-gates` options of the variant's branch (see quality_gate_inputs)."""
+    v = wildcards.variant
+    args = ["--deeplab-val", input.deeplab_val, "--deeplab-true-classes-val", input.true_classes_val]
+    if v in CAM_VARIANTS:
+        # the CAM training's log (a log of train_cam, so not an input; its model is)
+        args += ["--cam-log", f"{R}/{v}/cam/train_log.jsonl", "--ir-calibration", input.calibration,
+                 "--ir-labels", *input.ir_labels, "--walk", *input.walk,
+                 "--pseudo-train", input.pseudo_train, "--pseudo-val", input.pseudo_val]
+    elif v == "pmp_blot":
+        args += ["--blots-train", input.blots_train]
+    return " ".join(shlex.quote(a) for a in args)
+
+
 # The qualitative grid's columns: thresholded CAMs of the image-label and point variants, then
-# the refined labels and DeepLab predictions of the last variant listed (the point variant in
-# the paper's figures).
+# the refined labels and DeepLab predictions of pcam (the point variant in the paper's
+# figures; else the last CAM variant listed), then DeepLab of "What's the point" and the
+# point blots with their DeepLab, when the run has them.
 GRID_CAM_COLUMNS = {"cam": "CAM", "pcam": "PCAM", "pcam_full": "PCAM F"}
+GRID_SHOWN = "pcam" if "pcam" in CAM_RUN else (CAM_RUN[-1] if CAM_RUN else None)
 
 
 def qualitative_grid_inputs(wildcards):
-    shown = VARIANTS[-1]
     files = {"index": INDEX}
-    for variant in VARIANTS:
+    for variant in CAM_RUN:
         files[f"{variant}_calibration"] = f"{R}/{variant}/calibration/cam_threshold.json"
         files[f"{variant}_maps"] = gather.shard(f"{R}/{variant}/cam/maps/{{scatteritem}}.h5")
-    files["refined"] = gather.shard(f"{R}/{shown}/pseudo/{{scatteritem}}")
-    files["deeplab"] = gather.shard(f"{R}/{shown}/deeplab/predictions/{{scatteritem}}")
+    if GRID_SHOWN:
+        files["refined"] = gather.shard(f"{R}/{GRID_SHOWN}/pseudo/{{scatteritem}}")
+        files["deeplab"] = gather.shard(f"{R}/{GRID_SHOWN}/deeplab/predictions/{{scatteritem}}")
+    if "wtp" in VARIANTS:
+        files["wtp_deeplab"] = gather.shard(f"{R}/wtp/deeplab/predictions/{{scatteritem}}")
+    if "pmp_blot" in VARIANTS:
+        files["blots"] = gather.shard(f"{R}/pmp_blot/pseudo/{{scatteritem}}")
+        files["pmp_deeplab"] = gather.shard(f"{R}/pmp_blot/deeplab/predictions/{{scatteritem}}")
     return files
 
 
 def qualitative_grid_columns(wildcards, input):
     """`--cam NAME CALIBRATION STORES... --labels NAME DIRS...` for every column."""
     args = []
-    for variant in VARIANTS:
+    for variant in CAM_RUN:
         args += ["--cam", GRID_CAM_COLUMNS[variant], input[f"{variant}_calibration"],
                  *input[f"{variant}_maps"]]
-    shown = GRID_CAM_COLUMNS[VARIANTS[-1]]
-    args += ["--labels", f"refined {shown}", *input.refined]
-    args += ["--labels", "DeepLab", *input.deeplab]
+    if GRID_SHOWN:
+        shown = GRID_CAM_COLUMNS[GRID_SHOWN]
+        args += ["--labels", f"refined {shown}", *input.refined]
+        args += ["--labels", "DeepLab", *input.deeplab]
+    if "wtp" in VARIANTS:
+        args += ["--labels", "DeepLab WTP", *input.wtp_deeplab]
+    if "pmp_blot" in VARIANTS:
+        args += ["--labels", "PMP blots", *input.blots]
+        args += ["--labels", "DeepLab PMP", *input.pmp_deeplab]
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -278,9 +345,38 @@ def report_files():
              f"{R}/report/manifest.html"]
     for v in VARIANTS:
         files.append(f"{R}/report/{v}/class_iou.png")
-        files += [f"{R}/report/{v}/training_{m}.png" for m in ("cam", "irn", "deeplab")]
-        files += [f"{R}/report/{v}/calibration_{s}.png" for s in ("cam_threshold", "ir_labels", "walk")]
+        if v in CAM_VARIANTS:
+            files += [f"{R}/report/{v}/training_{m}.png" for m in ("cam", "irn", "deeplab")]
+            files += [f"{R}/report/{v}/calibration_{s}.png" for s in ("cam_threshold", "ir_labels", "walk")]
+        else:
+            files.append(f"{R}/report/{v}/training_deeplab.png")
     return files
+
+
+def class_iou_inputs(wildcards):
+    """Per-class IoU on val of every stage the variant's branch has, and their labels."""
+    v = wildcards.variant
+    files = {}
+    if v in CAM_VARIANTS:
+        files["cam"] = f"{R}/{v}/cam/metrics_val.json"
+        files["refined"] = f"{R}/{v}/pseudo/metrics_val.json"
+    elif v == "pmp_blot":
+        files["blots"] = f"{R}/pmp_blot/pseudo/blot_metrics_val.json"
+    files["deeplab"] = f"{R}/{v}/deeplab/metrics_val.json"
+    files["true_classes"] = f"{R}/{v}/deeplab/metrics_val_true_classes.json"
+    return {"index": INDEX, **files}
+
+
+CLASS_IOU_LABELS = {"cam": "CAM (Table 1)", "refined": "refined (Table 2)",
+                    "blots": "point blots, labelled pixels", "deeplab": "DeepLab (Table 3)",
+                    "true_classes": "DeepLab, true classes"}
+
+
+def class_iou_args(wildcards, input):
+    """`--metrics FILES... --labels NAMES...` of figure_class_iou."""
+    keys = [k for k in CLASS_IOU_LABELS if k in input.keys()]
+    return " ".join(["--metrics", *(shlex.quote(input[k]) for k in keys), "--labels",
+                     *(shlex.quote(CLASS_IOU_LABELS[k]) for k in keys)])
 
 
 def all_code_fingerprint():
@@ -293,6 +389,7 @@ def benchmark_files():
     """The benchmark file of every job of the method that the default target `all` runs.
 
     Downloads are left out (their time is the network's); the report's own figure jobs too.
+    Jobs are named <variant> or <variant>_<...>, so run-costs can sum each branch.
     """
     shards = [f"{i}-of-{config['shards']}" for i in range(1, config["shards"] + 1)]
     bench = f"{R}/benchmarks"
@@ -301,14 +398,23 @@ def benchmark_files():
     if DATASET == "demo":
         files.append(f"{bench}/make_demo_dataset/demo.tsv")
     for v in VARIANTS:
-        for name in ("train_cam", "calibrate_cam_threshold", "calibrate_ir_labels", "train_irn",
-                     "calibrate_walk", "train_deeplab", "evaluate_true_classes", "quality_gates"):
-            files.append(f"{bench}/{name}/{v}.tsv")
-        for name in ("export_cams", "mine_ir_labels", "random_walk", "pseudo_labels", "predict_val"):
-            files += [f"{bench}/{name}/{v}_{shard}.tsv" for shard in shards]
-        files += [f"{bench}/evaluate_cams/{v}_{split}.tsv" for split in ("train", "val")]
-        files += [f"{bench}/evaluate_labels/{v}_{job}.tsv"
-                  for job in ("pseudo_train", "pseudo_val", "deeplab_val")]
+        per_variant = ["evaluate_true_classes", "quality_gates"]
+        per_shard = ["predict_val"]
+        if v in CAM_VARIANTS:
+            per_variant += ["train_cam", "calibrate_cam_threshold", "calibrate_ir_labels", "train_irn",
+                            "calibrate_walk", "train_deeplab"]
+            per_shard += ["export_cams", "mine_ir_labels", "random_walk", "pseudo_labels"]
+            files += [f"{bench}/evaluate_cams/{v}_{split}.tsv" for split in ("train", "val")]
+            files += [f"{bench}/evaluate_labels/{v}_pseudo_{split}.tsv" for split in ("train", "val")]
+        elif v == "pmp_blot":
+            per_variant.append("train_deeplab")
+            per_shard.append("point_blots")
+            files += [f"{bench}/score_blots/{v}_{split}.tsv" for split in ("train", "val")]
+        else:
+            per_variant.append("train_wtp")
+        files += [f"{bench}/{name}/{v}.tsv" for name in per_variant]
+        files += [f"{bench}/{name}/{v}_{shard}.tsv" for name in per_shard for shard in shards]
+        files.append(f"{bench}/evaluate_labels/{v}_deeplab_val.tsv")
     return files
 
 

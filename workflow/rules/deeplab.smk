@@ -1,6 +1,8 @@
 # DeepLabv3+ stage (paper §3.3, Tables 3-4): train on each variant's pseudo labels, then
 # predict val at full resolution (single scale, no flip, no CRF), shard by shard.
-# Code: pcam_core/deeplab/ (scored in evaluation.smk).
+# Code: pcam_core/deeplab/ (scored in evaluation.smk). The pmp_blot variant's labels are its
+# point blots (pmp.smk); the wtp variant's model comes from train_wtp (wtp.smk), and its
+# predictions from here.
 
 
 # DeepLabv3+ (output stride 16) trained on the pseudo labels; the FINAL checkpoint is reported.
@@ -19,6 +21,8 @@ rule train_deeplab:
         jsonl=f"{R}/{{variant}}/deeplab/train_log.jsonl",
     conda:
         "../../envs/pcam.yaml"
+    wildcard_constraints:
+        variant=variants_regex(LABEL_VARIANTS),
     params:
         deeplab=section("deeplab"),
         weights=weights_flag("deeplab"),
@@ -52,6 +56,8 @@ rule predict_val:
         f"{R}/logs/{{variant}}/predict_val_{{shard}}.log",
     conda:
         "../../envs/pcam.yaml"
+    wildcard_constraints:
+        variant=variants_regex(ALL_VARIANTS),
     params:
         device=config["device"],
         code=code_fingerprint("predict"),
@@ -84,6 +90,8 @@ rule predict_images:
         f"{R}/logs/{{variant}}/predict_images_{{shard}}.log",
     conda:
         "../../envs/pcam.yaml"
+    wildcard_constraints:
+        variant=variants_regex(ALL_VARIANTS),
     params:
         ids=lambda wc, input: f"--ids {shlex.quote(input.ids)}" if input.ids else "",
         device=config["device"],

@@ -1,6 +1,8 @@
 # Evaluation stage: every stage's output scored against the ground truth (the paper's
 # Tables 1-3 and the like-for-like row), the quality gates per variant, then the summary
 # (Tables 1-4 side by side, with the paper's numbers for voc2012). Code: pcam_core/evaluation/.
+# The wtp and pmp_blot variants have no CAM stage: only their DeepLab is scored here (the
+# point blots are scored in pmp.smk), and their gates are those that apply to their branch.
 
 
 # Table 1: argmax over [threshold plane; maps], one confusion matrix per split.
@@ -55,6 +57,7 @@ rule evaluate_labels:
         "../../envs/pcam.yaml"
     wildcard_constraints:
         stage="pseudo|deeplab",
+        variant=variants_regex(ALL_VARIANTS),
     params:
         code=code_fingerprint("evaluate"),
     message:
@@ -84,6 +87,8 @@ rule evaluate_true_classes:
         f"{R}/logs/{{variant}}/evaluate_true_classes.log",
     conda:
         "../../envs/pcam.yaml"
+    wildcard_constraints:
+        variant=variants_regex(ALL_VARIANTS),
     params:
         code=code_fingerprint("evaluate"),
     message:
@@ -94,19 +99,12 @@ rule evaluate_true_classes:
         " --out-json {output.json} --out-md {output.md} > {log} 2>&1"
 
 
-# Measured checks of every stage of one variant, each with what to change when it warns.
+# Measured checks of every stage of one variant, each with what to change when it warns
+# (the gates of its branch: see pcam_core/evaluation/quality_gates.py).
 # ----------------------------------------------------------------------------------
 rule quality_gates:
     input:
-        index=INDEX,
-        cam_model=rules.train_cam.output,
-        calibration=rules.calibrate_ir_labels.output,
-        ir_labels=gather.shard(f"{R}/{{{{variant}}}}/irn/ir_labels/{{scatteritem}}"),
-        walk=gather.shard(f"{R}/{{{{variant}}}}/pseudo/walk/{{scatteritem}}.h5"),
-        pseudo_train=f"{R}/{{variant}}/pseudo/metrics_train.json",
-        pseudo_val=f"{R}/{{variant}}/pseudo/metrics_val.json",
-        deeplab_val=f"{R}/{{variant}}/deeplab/metrics_val.json",
-        true_classes_val=f"{R}/{{variant}}/deeplab/metrics_val_true_classes.json",
+        unpack(quality_gate_inputs),
     output:
         json=f"{R}/{{variant}}/quality_gates.json",
         md=report(f"{R}/{{variant}}/quality_gates.md", category="Quality gates",
@@ -117,20 +115,16 @@ rule quality_gates:
         f"{R}/logs/{{variant}}/quality_gates.log",
     conda:
         "../../envs/pcam.yaml"
+    wildcard_constraints:
+        variant=variants_regex(ALL_VARIANTS),
     params:
-        # the CAM training's log (a log of train_cam, so not an input; its model is)
-        cam_log=lambda wc: f"{R}/{wc.variant}/cam/train_log.jsonl",
+        branch=quality_gate_args,
         code=code_fingerprint("quality-gates"),
     message:
         "--- Quality gates of {wildcards.variant}."
     shell:
-        "pcam quality-gates --index {input.index} --variant {wildcards.variant}"
-        " --cam-log {params.cam_log} --ir-calibration {input.calibration}"
-        " --ir-labels {input.ir_labels} --walk {input.walk}"
-        " --pseudo-train {input.pseudo_train} --pseudo-val {input.pseudo_val}"
-        " --deeplab-val {input.deeplab_val} --deeplab-true-classes-val {input.true_classes_val}"
+        "pcam quality-gates --index {input.index} --variant {wildcards.variant} {params.branch}"
         " --out-json {output.json} --out-md {output.md} > {log} 2>&1"
-
 
 
 # ----------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 # Each rule is one `pcam` call; none of them feeds a stage of the method. Code: pcam_core/report/.
 
 
-# Run time and peak memory per rule, from every stage's `benchmark:` file.
+# Run time and peak memory per rule, from every stage's `benchmark:` file, and per variant:
+# what each branch of the DAG costs, stage by stage.
 # ----------------------------------------------------------------------------------
 rule run_costs:
     input:
@@ -20,11 +21,13 @@ rule run_costs:
     conda:
         "../../envs/pcam.yaml"
     params:
+        variants=VARIANTS,
         code=code_fingerprint("run-costs"),
     message:
         "--- Run time and memory per rule."
     shell:
-        "pcam run-costs --benchmarks {input} --out-md {output.md} --out-html {output.html}"
+        "pcam run-costs --benchmarks {input} --variants {params.variants}"
+        " --out-md {output.md} --out-html {output.html}"
         " --out-png {output.png}"
         " --out-json {output.json} > {log} 2>&1"
 
@@ -74,15 +77,12 @@ rule qualitative_grid:
         "pcam qualitative-grid --index {input.index} {params.columns} --out {output} > {log} 2>&1"
 
 
-# Per-class IoU on val of every stage of one variant (Tables 1-3, and DeepLab like for like).
+# Per-class IoU on val of every stage of one variant (Tables 1-3, and DeepLab like for like;
+# the stages its branch has).
 # ----------------------------------------------------------------------------------
 rule figure_class_iou:
     input:
-        cam=f"{R}/{{variant}}/cam/metrics_val.json",
-        refined=f"{R}/{{variant}}/pseudo/metrics_val.json",
-        deeplab=f"{R}/{{variant}}/deeplab/metrics_val.json",
-        true_classes=f"{R}/{{variant}}/deeplab/metrics_val_true_classes.json",
-        index=INDEX,
+        unpack(class_iou_inputs),
     output:
         report(f"{R}/report/{{variant}}/class_iou.png", caption="../report/class_iou.rst",
                category="Figures", subcategory="Per-class IoU", labels={"variant": "{variant}"}),
@@ -90,14 +90,15 @@ rule figure_class_iou:
         f"{R}/logs/report/{{variant}}/class_iou.log",
     conda:
         "../../envs/pcam.yaml"
+    wildcard_constraints:
+        variant=variants_regex(ALL_VARIANTS),
     params:
+        metrics=class_iou_args,
         code=code_fingerprint("report-figure"),
     message:
         "--- Per-class IoU figure of {wildcards.variant}."
     shell:
-        "pcam report-figure class-iou --metrics {input.cam} {input.refined} {input.deeplab}"
-        " {input.true_classes} --labels 'CAM (Table 1)' 'refined (Table 2)' 'DeepLab (Table 3)'"
-        " 'DeepLab, true classes' --index {input.index}"
+        "pcam report-figure class-iou {params.metrics} --index {input.index}"
         " --title 'Per-class IoU on val: {wildcards.variant}' --out {output} > {log} 2>&1"
 
 
@@ -116,6 +117,7 @@ rule figure_training_curves:
         "../../envs/pcam.yaml"
     wildcard_constraints:
         model="cam|irn|deeplab",
+        variant=variants_regex(ALL_VARIANTS),
     params:
         # the training's log (a log of its rule, so not an input; its model is)
         log_jsonl=lambda wc: f"{R}/{wc.variant}/{wc.model}/train_log.jsonl",

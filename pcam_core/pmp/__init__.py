@@ -1,0 +1,1 @@
+"""PMP point blots (Akiva & Dana): clicks -> many labelled pixels, without training."""
