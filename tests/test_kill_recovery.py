@@ -40,40 +40,56 @@ from test_workflow import REPO, TINY_CONFIG, write_config
 
 pytestmark = pytest.mark.workflow
 
-# One variant; trainings of 6+ steps that checkpoint every 2, so a kill lands between
-# checkpoints and the loss bound means something.
+# Trainings of 6+ steps that checkpoint every 2, so a kill lands between checkpoints and the
+# loss bound means something.
 EVERY = 2
 KILL_CONFIG = copy.deepcopy(TINY_CONFIG)
-KILL_CONFIG.update(variants=["pcam"])
 KILL_CONFIG["cam"].update(epochs=2, checkpoint_every=EVERY)
 KILL_CONFIG["irn"].update(epochs=2, checkpoint_every=EVERY)
 KILL_CONFIG["deeplab"].update(iterations=12, checkpoint_every=EVERY)
-R = "results/tiny/pcam"
+R = "results/tiny"
 
 
 @dataclass
 class Stage:
     rule: str
+    variant: str
     command: tuple[str, ...]  # the pcam command words that name the job's process
     trigger: str              # "checkpoint" | "writing" | "running"
     where: str = ""           # training: the output whose .ckpt/.jsonl sit beside it;
                               # writing: the folder the output's temp name appears in
     jsonl: str = ""
 
+    @property
+    def log(self) -> str:
+        return f"{R}/logs/{self.variant}/{self.rule}.log"
+
 
 # In DAG order: each depends on the one before, so it has not run when its turn comes.
-STAGES = [
-    Stage("train_cam", ("train-cam",), "checkpoint", f"{R}/cam/model.pt", f"{R}/cam/train_log.jsonl"),
-    Stage("export_cams", ("export-cams",), "writing", f"{R}/cam/maps"),
-    Stage("calibrate_ir_labels", ("calibrate-cams", "ir_labels"), "running"),
-    Stage("mine_ir_labels", ("mine-ir-labels",), "writing", f"{R}/irn/ir_labels"),
-    Stage("train_irn", ("train-irn",), "checkpoint", f"{R}/irn/model.pt", f"{R}/irn/train_log.jsonl"),
-    Stage("random_walk", ("random-walk",), "writing", f"{R}/pseudo/walk"),
-    Stage("calibrate_walk", ("calibrate-walk",), "running"),
-    Stage("train_deeplab", ("train-deeplab",), "checkpoint", f"{R}/deeplab/model.pt",
-          f"{R}/deeplab/train_log.jsonl"),
-    Stage("predict_val", ("predict",), "writing", f"{R}/deeplab/predictions"),
+PCAM_STAGES = [
+    Stage("train_cam", "pcam", ("train-cam",), "checkpoint", f"{R}/pcam/cam/model.pt",
+          f"{R}/pcam/cam/train_log.jsonl"),
+    Stage("export_cams", "pcam", ("export-cams",), "writing", f"{R}/pcam/cam/maps"),
+    Stage("calibrate_ir_labels", "pcam", ("calibrate-cams", "ir_labels"), "running"),
+    Stage("mine_ir_labels", "pcam", ("mine-ir-labels",), "writing", f"{R}/pcam/irn/ir_labels"),
+    Stage("train_irn", "pcam", ("train-irn",), "checkpoint", f"{R}/pcam/irn/model.pt",
+          f"{R}/pcam/irn/train_log.jsonl"),
+    Stage("random_walk", "pcam", ("random-walk",), "writing", f"{R}/pcam/pseudo/walk"),
+    Stage("calibrate_walk", "pcam", ("calibrate-walk",), "running"),
+    Stage("train_deeplab", "pcam", ("train-deeplab",), "checkpoint", f"{R}/pcam/deeplab/model.pt",
+          f"{R}/pcam/deeplab/train_log.jsonl"),
+    Stage("predict_val", "pcam", ("predict",), "writing", f"{R}/pcam/deeplab/predictions"),
 ]
+# The two branches start together; a stage that finished before its turn is forced to run
+# again (_kill_stage's retry), so the order only has to be a possible one.
+RELATED_STAGES = [
+    Stage("point_blots", "pmp_blot", ("point-blots",), "writing", f"{R}/pmp_blot/pseudo"),
+    Stage("train_wtp", "wtp", ("train-wtp",), "checkpoint", f"{R}/wtp/deeplab/model.pt",
+          f"{R}/wtp/deeplab/train_log.jsonl"),
+    Stage("train_deeplab", "pmp_blot", ("train-deeplab",), "checkpoint", f"{R}/pmp_blot/deeplab/model.pt",
+          f"{R}/pmp_blot/deeplab/train_log.jsonl"),
+]
+SCENARIOS = {"pcam": (["pcam"], PCAM_STAGES), "wtp_and_pmp_blot": (["wtp", "pmp_blot"], RELATED_STAGES)}
 
 
 # ---------------------------------------------------------------- processes
@@ -276,36 +292,36 @@ def _kill_stage(workdir: Path, stage: Stage, rng: random.Random, with_snakemake:
 
 
 # ---------------------------------------------------------------- the tests
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("uninterrupted")
-    write_config(workdir, KILL_CONFIG)
-    subprocess.run(_command(workdir), env=_env(), check=True, capture_output=True)
-    return workdir
-
-
 def _resumed_at(log: Path) -> int | None:
     match = re.search(r"resuming from \S+ at step (\d+)", log.read_text()) if log.exists() else None
     return int(match.group(1)) if match else None
 
 
-def test_killed_anywhere_the_same_command_finishes_with_the_same_outputs(uninterrupted, tmp_path):
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_killed_anywhere_the_same_command_finishes_with_the_same_outputs(scenario, tmp_path):
+    variants, stages = SCENARIOS[scenario]
+    config = {**KILL_CONFIG, "variants": variants}
+    uninterrupted = tmp_path / "uninterrupted"
+    write_config(uninterrupted, config)
+    subprocess.run(_command(uninterrupted), env=_env(), check=True, capture_output=True)
+
     seed = int(os.environ.get("PCAM_KILL_SEED", random.SystemRandom().randrange(10**6)))
     rng = random.Random(seed)
     workdir = tmp_path / "killed"
-    write_config(workdir, KILL_CONFIG)
-    kills = [_kill_stage(workdir, stage, rng, with_snakemake=i % 2 == 0) for i, stage in enumerate(STAGES)]
+    write_config(workdir, config)
+    kills = [_kill_stage(workdir, stage, rng, with_snakemake=i % 2 == 0) for i, stage in enumerate(stages)]
     final = subprocess.run(_command(workdir), env=_env(), capture_output=True, text=True)
     report = f"PCAM_KILL_SEED={seed}; kills: {kills}"
     assert final.returncode == 0, f"{report}\n{final.stdout[-3000:]}\n{final.stderr[-3000:]}"
 
-    for stage, kill in zip(STAGES, kills):
+    for stage, kill in zip(stages, kills):
         if stage.trigger != "checkpoint":
             continue
-        resumed = _resumed_at(workdir / f"results/tiny/logs/pcam/{stage.rule}.log")
-        assert resumed is not None, f"{stage.rule} did not resume from its side checkpoint; {report}"
+        resumed = _resumed_at(workdir / stage.log)
+        assert resumed is not None, f"{stage.rule} ({stage.variant}) did not resume from its side checkpoint; {report}"
         lost = kill.steps_done - resumed
-        print(f"{stage.rule}: killed after step {kill.steps_done}, resumed at {resumed}: {lost} step(s) lost")
+        print(f"{stage.rule} ({stage.variant}): killed after step {kill.steps_done}, resumed at {resumed}: "
+              f"{lost} step(s) lost")
         assert 0 <= lost <= EVERY, f"{stage.rule} lost {lost} steps (> {EVERY}); {report}"
 
     problems = differences(uninterrupted / "results/tiny", workdir / "results/tiny")

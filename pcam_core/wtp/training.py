@@ -194,8 +194,10 @@ def train_wtp(index: DatasetIndex, params: dict[str, Any], deeplab: dict[str, An
     report = {"iterations": total, "resumed_from": start, "images": len(records),
               "clicks": sum(len(r.clicks) for r in records),
               "seconds": round(time.perf_counter() - started, 1), "device": str(dev)}
+    # As train-deeplab: the run's seconds and resume step go to the log, not the weight file.
+    described = {k: v for k, v in report.items() if k not in ("resumed_from", "seconds")}
     checkpointer.finish(checkpoint_payload(model, index.classes, index.image_reading,
-                                           params=deeplab, wtp=params, training=report))
+                                           params=deeplab, wtp=params, training=described))
     log.write({"event": "done", **report})
     return report
 
