@@ -11,7 +11,9 @@ tiny config:
 * or the job's processes alone (a cluster job killed at its memory limit or wall time):
   Snakemake sees the job fail, lets the others finish, and the same command reruns it.
 
-The stages alternate between the two. The rerun must finish; a training must lose at most one
+The stages alternate between the two. Each kill run goes ``--until`` its stage (and so reruns
+the stage killed before it, which it needs or, in another branch, leaves to the final run); the
+final run is the user's plain command. It must finish; a training must lose at most one
 checkpoint interval (measured from its log: steps done when killed, step it resumed from); and
 every output (weights, CAM and walk stores, labels, predictions, calibrations, metrics) must
 equal an uninterrupted run's, with no temporary or side file left behind.
@@ -80,8 +82,9 @@ PCAM_STAGES = [
           f"{R}/pcam/deeplab/train_log.jsonl"),
     Stage("predict_val", "pcam", ("predict",), "writing", f"{R}/pcam/deeplab/predictions"),
 ]
-# The two branches start together; a stage that finished before its turn is forced to run
-# again (_kill_stage's retry), so the order only has to be a possible one.
+# Two independent branches: each kill run goes --until its stage, so the other branch waits
+# for its own turn; a stage that finished before the kill landed is forced to run again
+# (_kill_stage's retry).
 RELATED_STAGES = [
     Stage("point_blots", "pmp_blot", ("point-blots",), "writing", f"{R}/pmp_blot/pseudo"),
     Stage("train_wtp", "wtp", ("train-wtp",), "checkpoint", f"{R}/wtp/deeplab/model.pt",
@@ -215,7 +218,10 @@ class _Missed(Exception):
 
 
 def _kill_once(workdir: Path, stage: Stage, kill: Kill, rng: random.Random, forcerun: bool) -> None:
-    extra = ("--forcerun", stage.rule) if forcerun else ()
+    # --until: only the stage and what it needs run, so a job of another branch cannot finish
+    # before its own turn (it then would be forced, and a forced run killed leaves its output
+    # missing under still-present downstream outputs, which the plain command rightly ignores).
+    extra = ("--until", stage.rule) + (("--forcerun", stage.rule) if forcerun else ())
     output = open(workdir.parent / f"snakemake_{stage.rule}_{kill.attempts}.log", "w")  # for a failure's story
     snakemake = subprocess.Popen(_command(workdir, *extra), cwd=workdir, env=_env(), start_new_session=True,
                                  stdout=output, stderr=subprocess.STDOUT)
