@@ -202,6 +202,45 @@ def check_params(params: dict[str, Any]) -> None:
         raise ValueError(f"deeplab.scale_range must be 0 < low <= high, got {params['scale_range']}")
 
 
+def weights_to_use(params: dict[str, Any], weights: str | Path | None, command: str) -> str | Path | None:
+    """The ImageNet weight file to start from: ``weights`` when deeplab.imagenet_weights asks for
+    one (an error when none was given), else None."""
+    if params["imagenet_weights"] and not weights:
+        raise ValueError(f"deeplab.imagenet_weights is true but no --weights file was given "
+                         f"(expected {IMAGENET_WEIGHT_FILES.get(params['backbone'])})")
+    if weights and not params["imagenet_weights"]:
+        print(f"{command}: deeplab.imagenet_weights is false; ignoring --weights {weights}")
+        return None
+    return weights if params["imagenet_weights"] else None
+
+
+def build_network(params: dict[str, Any], num_classes: int, weights: str | Path | None,
+                  dev: torch.device) -> tuple[DeepLabV3Plus, torch.optim.SGD]:
+    """DeepLabV3+ seeded by deeplab.seed (channels_last on CUDA) and its SGD: one definition for
+    every trainer of the network (train-deeplab, train-wtp), so their schedules stay the same."""
+    tl.seed_everything(int(params["seed"]))
+    model = DeepLabV3Plus(params["backbone"], num_classes=num_classes, weights_path=weights).to(dev)
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.param_groups(params["lr"], params["lr_groups"]),
+                                lr=params["lr"], momentum=params["momentum"],
+                                nesterov=bool(params["nesterov"]) and params["momentum"] > 0,
+                                weight_decay=params["weight_decay"])
+    return model, optimizer
+
+
+def planned_loader(dataset, params: dict[str, Any], start: int, threads: int, dev: torch.device) -> DataLoader:
+    """The batches of steps ``start``..iterations in :class:`SamplePlan` order, with up to
+    ``threads`` workers (pinned memory on CUDA)."""
+    batch_size, total = int(params["batch_size"]), int(params["iterations"])
+    workers = max(0, min(int(params["num_workers"]), int(threads)))
+    return DataLoader(dataset, batch_size=batch_size,
+                      sampler=SamplePlan(len(dataset), batch_size, start, total, int(params["seed"])),
+                      num_workers=workers, pin_memory=dev.type == "cuda",
+                      worker_init_fn=tl.worker_seed_fn, drop_last=False,
+                      prefetch_factor=4 if workers else None, persistent_workers=False)
+
+
 def train_deeplab(index: DatasetIndex, label_dirs: Sequence[str | Path], params: dict[str, Any],
                   out: str | Path, *, weights: str | Path | None = None,
                   log_jsonl: str | Path | None = None, threads: int = 1, device: str = "auto",
@@ -212,12 +251,7 @@ def train_deeplab(index: DatasetIndex, label_dirs: Sequence[str | Path], params:
     A side checkpoint ``<out>.ckpt`` is resumed only when its :func:`resume_fingerprint` matches.
     """
     check_params(params)
-    if params["imagenet_weights"] and not weights:
-        raise ValueError(f"deeplab.imagenet_weights is true but no --weights file was given "
-                         f"(expected {IMAGENET_WEIGHT_FILES.get(params['backbone'])})")
-    use_weights = weights if params["imagenet_weights"] else None
-    if weights and not use_weights:
-        print(f"train-deeplab: deeplab.imagenet_weights is false; ignoring --weights {weights}")
+    use_weights = weights_to_use(params, weights, "train-deeplab")
 
     tl.set_cpu_threads(threads)
     dev = tl.pick_device(device)
@@ -231,15 +265,7 @@ def train_deeplab(index: DatasetIndex, label_dirs: Sequence[str | Path], params:
         print(f"train-deeplab: {len(missing)} of {len(missing) + len(pairs)} train_aug images have "
               f"no pseudo label and are left out (e.g. {missing[:3]})")
 
-    tl.seed_everything(seed)
-    model = DeepLabV3Plus(params["backbone"], num_classes=index.classes.num_classes,
-                          weights_path=use_weights).to(dev)
-    if dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.param_groups(params["lr"], params["lr_groups"]),
-                                lr=params["lr"], momentum=params["momentum"],
-                                nesterov=bool(params["nesterov"]) and params["momentum"] > 0,
-                                weight_decay=params["weight_decay"])
+    model, optimizer = build_network(params, index.classes.num_classes, use_weights, dev)
 
     checkpointer = tl.Checkpointer(out, params["checkpoint_every"], command="train-deeplab",
                                    hint="Lower deeplab.lr, or check the pseudo labels (rule pseudo_labels).")
@@ -257,13 +283,7 @@ def train_deeplab(index: DatasetIndex, label_dirs: Sequence[str | Path], params:
 
     dataset = PseudoLabelDataset(pairs, params["crop_size"], params["scale_range"], seed,
                                  index.classes.num_classes, index.image_reading)
-    workers = max(0, min(int(params["num_workers"]), int(threads)))
-    loader = DataLoader(dataset, batch_size=batch_size,
-                        sampler=SamplePlan(len(pairs), batch_size, start, total, seed),
-                        num_workers=workers, pin_memory=dev.type == "cuda",
-                        worker_init_fn=tl.worker_seed_fn, drop_last=False,
-                        prefetch_factor=4 if workers else None, persistent_workers=False)
-
+    loader = planned_loader(dataset, params, start, threads, dev)
     batches = iter(loader)  # draws DataLoader's base seed from the global RNG...
     if state is not None:
         tl.restore_rng_state(state["rng"])  # ...so restore after it: dropout continues exactly

@@ -26,16 +26,15 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from pcam_core.cli import json_object
 from pcam_core.common import training_loop as tl
-from pcam_core.common.backbone import IMAGENET_WEIGHT_FILES
 from pcam_core.common.dataset_index import DatasetIndex, ImageRecord
 from pcam_core.common.image_io import ImageReading, read_rgb, to_chw_tensor
 from pcam_core.common.progress import progress_bar
-from pcam_core.deeplab.model import DeepLabV3Plus, checkpoint_payload
-from pcam_core.deeplab.training import LOG_LINES, SamplePlan, check_params
+from pcam_core.deeplab.model import checkpoint_payload
+from pcam_core.deeplab.training import LOG_LINES, build_network, check_params, planned_loader, weights_to_use
 from pcam_core.wtp.augment import POINT_WEIGHTINGS, click_sample, click_weights, image_level_sets
 from pcam_core.wtp.loss import wtp_loss
 
@@ -101,10 +100,7 @@ def train_wtp(index: DatasetIndex, params: dict[str, Any], deeplab: dict[str, An
     """
     check_wtp_params(params)
     check_params(deeplab)
-    if deeplab["imagenet_weights"] and not weights:
-        raise ValueError(f"deeplab.imagenet_weights is true but no --weights file was given "
-                         f"(expected {IMAGENET_WEIGHT_FILES.get(deeplab['backbone'])})")
-    use_weights = weights if deeplab["imagenet_weights"] else None
+    use_weights = weights_to_use(deeplab, weights, "train-wtp")
 
     tl.set_cpu_threads(threads)
     dev = tl.pick_device(device)
@@ -115,14 +111,7 @@ def train_wtp(index: DatasetIndex, params: dict[str, Any], deeplab: dict[str, An
         raise ValueError("no train_aug image has a click: 'What's the point' trains on clicks")
     num_classes = index.classes.num_classes
 
-    tl.seed_everything(seed)
-    model = DeepLabV3Plus(deeplab["backbone"], num_classes=num_classes, weights_path=use_weights).to(dev)
-    if dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.param_groups(deeplab["lr"], deeplab["lr_groups"]),
-                                lr=deeplab["lr"], momentum=deeplab["momentum"],
-                                nesterov=bool(deeplab["nesterov"]) and deeplab["momentum"] > 0,
-                                weight_decay=deeplab["weight_decay"])
+    model, optimizer = build_network(deeplab, num_classes, use_weights, dev)
 
     checkpointer = tl.Checkpointer(out, deeplab["checkpoint_every"], command="train-wtp",
                                    hint="Lower deeplab.lr.")
@@ -140,12 +129,7 @@ def train_wtp(index: DatasetIndex, params: dict[str, Any], deeplab: dict[str, An
 
     dataset = ClickDataset(records, deeplab["crop_size"], deeplab["scale_range"], seed,
                            num_classes, params["point_weighting"], index.image_reading)
-    workers = max(0, min(int(deeplab["num_workers"]), int(threads)))
-    loader = DataLoader(dataset, batch_size=batch_size,
-                        sampler=SamplePlan(len(records), batch_size, start, total, seed),
-                        num_workers=workers, pin_memory=dev.type == "cuda",
-                        worker_init_fn=tl.worker_seed_fn, drop_last=False,
-                        prefetch_factor=4 if workers else None, persistent_workers=False)
+    loader = planned_loader(dataset, deeplab, start, threads, dev)
     batches = iter(loader)  # draws DataLoader's base seed from the global RNG...
     if state is not None:
         tl.restore_rng_state(state["rng"])  # ...so restore after it: dropout continues exactly
